@@ -1,0 +1,1 @@
+"""Export a trained checkpoint to a self-describing runtime bundle (ONNX + tables)."""

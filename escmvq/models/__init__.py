@@ -1,0 +1,1 @@
+"""Shipped default model bundle(s), used when no --bundle is given."""

@@ -19,6 +19,10 @@ app = typer.Typer(
 
 # Command modules, registered in this order. Add yours here (one line).
 COMMAND_MODULES: list[str] = [
+    "export",
+    "txrx",
+    "bench",
+    "train",
 ]
 
 

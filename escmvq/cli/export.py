@@ -1,0 +1,85 @@
+"""``escmvq export``: a checkpoint to a self-checked runtime bundle (imports torch lazily)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from escmvq.cli.common import cli_errors, fail, out_console
+
+
+def default_calibration() -> Optional[Path]:
+    """``$ESCMVQ_CALIB``, else the CIFAR-10 test split or Kodak in ``../shared/data``."""
+    if os.environ.get("ESCMVQ_CALIB"):
+        return Path(os.environ["ESCMVQ_CALIB"])
+    here = Path(__file__).resolve().parents[2]
+    for cand in (here.parent / "shared/data/cifar10/test.npz", here.parent / "shared/data/kodak",
+                 Path.cwd() / "../shared/data/cifar10/test.npz"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by `escmvq train`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder (default: CHECKPOINT stem + .escmvq)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Real images for the self-check and int8 calibration: "
+                                         "CIFAR-style .npz, an image folder or file (default: ../shared/data/cifar10/test.npz)."),
+    n_calib: int = typer.Option(256, "--n-calib", help="Calibration tiles (int8)."),
+    n_check: int = typer.Option(64, "--n-check", help="Self-check tiles."),
+    rate: int = typer.Option(4, "--rate", help="Transmission rate R = L/T, bits per channel use."),
+    method: str = typer.Option("jcamp", "--method", help="Allocator: jcamp (adaptive modulation) or jcap."),
+    variant: str = typer.Option("exact", "--variant", help="Allocator variant: exact (keeps the budget) or paper."),
+    int8: bool = typer.Option(False, "--int8", help="Also write static QDQ int8 encoder/decoder; report the PSNR cost."),
+    trt: bool = typer.Option(False, "--trt", help="Also build fp16 TensorRT engines (needs TensorRT)."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle."),
+):
+    """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
+    state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch."""
+    if method not in ("jcamp", "jcap"):
+        fail(f"--method: expected jcamp or jcap, got {method!r}", 2)
+    if variant not in ("exact", "paper"):
+        fail(f"--variant: expected exact or paper, got {variant!r}", 2)
+    with cli_errors():
+        from escmvq.export.pipeline import ExportError, export_checkpoint
+
+        out = output if output is not None else Path(checkpoint.stem + ".escmvq")
+        calib = calib if calib is not None else default_calibration()
+        if calib is None:
+            fail("no calibration images: pass --calib (a CIFAR-style .npz, or a folder of images)")
+        try:
+            res = export_checkpoint(checkpoint, out, calib, n_calib=n_calib, n_check=n_check, rate=rate,
+                                    method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed)
+        except ExportError as e:
+            if getattr(e, "rows", None):
+                _print_rows(e.rows, stderr=True)
+            raise
+        _print_rows(res.rows)
+        con = out_console()
+        if res.int8:
+            con.print(f"int8: PSNR cost {res.int8['psnr_cost_db']:.2f} dB "
+                      f"({res.int8['psnr_fp32_db']:.2f} -> {res.int8['psnr_int8_db']:.2f} dB)")
+        files = res.manifest["files"]
+        con.print(f"wrote {res.path} ({len(files)} files, {sum(f['bytes'] for f in files.values()) / 1e6:.2f} MB), "
+                  f"bundle sha256 {res.hash[:16]}")
+
+
+def _print_rows(rows, stderr: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="self-check: ONNX Runtime vs PyTorch", title_justify="left")
+    for c in ("check", "max |diff|", "tolerance", "PSNR torch", "PSNR ORT", "labels equal", ""):
+        t.add_column(c, justify="left" if c in ("check", "tolerance") else "right", no_wrap=True)
+    f = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        t.add_row(f"{r.name} [{r.shape}]", f(r.max_abs_diff, ".1e"), r.tolerance, f(r.psnr_torch, ".3f"),
+                  f(r.psnr_ort, ".3f"), f(r.agreement, ".2%"), "[green]ok[/]" if r.ok else "[red]FAIL[/]")
+    Console(stderr=stderr, width=max(Console().width, 150)).print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

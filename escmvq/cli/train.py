@@ -1,0 +1,194 @@
+"""``escmvq train``: Algorithm 1 on a dataset (DDP under torchrun), checkpoints every epoch.
+
+torch is imported inside the command functions only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _fail(console, msg: str) -> None:
+    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def train_cmd(
+    preset: str = typer.Option("cpu", help="training preset: paper, cpu or tiny"),
+    dataset: str = typer.Option("cifar10", help="cifar10, cifar100, stl10, folder or npz"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="folder holding the dataset files"),
+    out: Path = typer.Option(..., "--out", help="run folder (checkpoints, log)"),
+    seed: int = typer.Option(0, help="seed of every random generator"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.ckpt"),
+    budget_minutes: Optional[float] = typer.Option(
+        None, "--budget-minutes", help="wall-clock training budget, split over the stages (see README)"),
+    threads: int = typer.Option(2, help="torch CPU threads per process"),
+    limit: Optional[int] = typer.Option(None, help="use only the first LIMIT images of each split"),
+    tile: int = typer.Option(32, help="tile size for --dataset folder"),
+    distortion_images: Optional[int] = typer.Option(
+        None, "--distortion-images", help="training images for the distortion table (default: all)"),
+    no_dead_restart: bool = typer.Option(False, "--no-dead-restart", help="disable dead-codeword restarts"),
+    no_data_init: bool = typer.Option(False, "--no-data-init", help="random (not data) initial codebook"),
+    log_every: int = typer.Option(50, help="steps between log lines when not on a terminal"),
+    epochs: Optional[str] = typer.Option(None, help="override epochs per stage, e.g. '10,3,3,3,3'"),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="override the preset's cap"),
+) -> None:
+    """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    import torch
+
+    from escmvq.training import ddp
+
+    rank, world = ddp.world_from_env()
+
+    from escmvq.training.data import DatasetMissing, load_dataset
+    from escmvq.training.presets import get_preset
+
+    try:
+        p = get_preset(preset)
+        kw = {}
+        if epochs:
+            kw["epochs_per_stage"] = tuple(int(e) for e in epochs.split(","))
+        if steps_per_epoch:
+            kw["steps_per_epoch"] = steps_per_epoch
+        if kw:
+            p = p.replace(**kw)
+    except ValueError as e:
+        _fail(console, str(e))
+    try:
+        data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
+    except (DatasetMissing, ValueError) as e:
+        _fail(console, str(e))
+    if resume and not (out / "last.ckpt").is_file():
+        _fail(console, f"--resume: no checkpoint at {out / 'last.ckpt'}")
+    torch.set_num_threads(threads)
+    ddp.setup("gloo")
+    from escmvq.training.trainer import TrainConfig, compute_distortion, train
+
+    cmdline = "escmvq train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
+    cfg = TrainConfig(
+        preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes,
+        threads=threads, log_every=log_every, distortion_images=distortion_images,
+        dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
+        console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world},
+    )
+    t0 = time.time()
+    res = train(cfg)
+    ddp.teardown()
+    if rank != 0:
+        return
+    model, pre, norm = res["model"], res["preset"], res["normalisation"]
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    imgs = data.train if distortion_images is None else data.train[:distortion_images]
+    t1 = time.time()
+    model.eval()
+    table = compute_distortion(model, imgs, mean, std)
+    console.print(f"distortion table (31) over {len(imgs)} training images: {time.time() - t1:.1f} s", highlight=False)
+    from escmvq.training.checkpoint import save_checkpoint
+
+    ck = torch.load(res["last"], map_location="cpu", weights_only=True)
+    keep = {k: v for k, v in ck.items() if k not in ("format", "version", "preset", "model_state", "image_size",
+                                                      "latent_shape", "codebooks", "mu", "distortion")}
+    keep["distortion"] = table
+    keep["distortion_images"] = len(imgs)
+    keep["train_wall_s"] = time.time() - t0
+    final = save_checkpoint(out / "final.ckpt", model, pre, **keep)
+    hist = res["summary"]["history"]
+    tab = Table(title=f"ESC-MVQ {pre.name} on {data.name}: {len(hist)} epochs, {(time.time() - t0) / 60:.1f} min")
+    for c in ("codebook", "PSNR clean (eval)", "perplexity", "dead", "mu mean", "mu median", "mu min", "mu max", "D (31) mean"):
+        tab.add_column(c, justify="right")
+    last = hist[-1] if hist else None
+    if last is not None:
+        for v in range(len(last["mu"])):
+            m = last["mu"][v]
+            tab.add_row(str(v + 1), f"{last['eval_psnr'][v]:.2f}", f"{last['eval_perplexity'][v]:.0f}",
+                        str(last["eval_dead"][v]), f"{m['mean']:.4f}", f"{m['median']:.4f}", f"{m['min']:.4f}",
+                        f"{m['max']:.4f}", f"{table[v].mean():.4f}")
+    console.print(tab)
+    console.print(f"checkpoint: {final}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    register_report(app)
+
+
+def report_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (final.ckpt or a shipped one)"),
+    dataset: str = typer.Option("cifar10", help="cifar10, cifar100, stl10, folder or npz"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="folder holding the dataset files"),
+    out: Path = typer.Option(..., "--out", help="output prefix: writes OUT.report.json, OUT.report.md, OUT.mu-cdf.png"),
+    draws: int = typer.Option(5, help="bit-error draws from each codebook's own mu"),
+    seed: int = typer.Option(0, help="seed of the bit-error draws"),
+    limit: Optional[int] = typer.Option(None, help="use only the first LIMIT test images"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    ship: Optional[Path] = typer.Option(None, "--ship", help="also write a copy without optimizer/RNG state here"),
+) -> None:
+    """Per-codebook PSNR on the test split (no bit errors / bit errors from its own mu), usage, mu stats, Fig. 3 PNG."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    import torch
+
+    from escmvq.training.checkpoint import CheckpointError, load_checkpoint, strip_checkpoint
+    from escmvq.training.data import DatasetMissing, load_dataset
+    from escmvq.training.report import evaluate_checkpoint, plot_mu_cdf, write_report
+
+    if draws < 1:
+        _fail(console, "--draws must be at least 1")
+    torch.set_num_threads(threads)
+    try:
+        mc = load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        _fail(console, str(e))
+    try:
+        data = load_dataset(dataset, data_dir, limit=limit)
+    except (DatasetMissing, ValueError) as e:
+        _fail(console, str(e))
+    rep = evaluate_checkpoint(checkpoint, data.test, draws=draws, seed=seed, model_ckpt=mc)
+    js, md = write_report(rep, out)
+    png = plot_mu_cdf(mc[1]["mu"], out.with_name(out.name + ".mu-cdf.png"),
+                      title=f"CDF of trained mu ({rep['preset']}, {rep['dataset']})", mu_min=mc[0].preset.mu_min)
+    tab = Table(title=f"{checkpoint.name}: {rep['test_images']} test images, {draws} draws")
+    for c in ("v", "mu mean", "mu median", "PSNR clean", "PSNR own mu", "dead", "perplexity"):
+        tab.add_column(c, justify="right")
+    for r in rep["codebooks"]:
+        tab.add_row(str(r["codebook"]), f"{r['mu_mean']:.4f}", f"{r['mu_median']:.4f}", f"{r['psnr_clean']:.2f}",
+                    f"{r['psnr_own_mu']:.2f}±{r['psnr_own_mu_std']:.2f}", f"{r['dead_codewords']}", f"{r['perplexity']:.0f}")
+    console.print(tab)
+    console.print(f"PSNR falls as mu rises: {rep['psnr_falls_as_mu_rises']}; wrote {js}, {md}, {png}", highlight=False)
+    if ship is not None:
+        console.print(f"shipped checkpoint: {strip_checkpoint(checkpoint, ship)}", highlight=False)
+
+
+def mu_plot_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint"),
+    out: Path = typer.Option(..., "--out", help="PNG to write"),
+) -> None:
+    """Fig. 3: CDF of the trained bit-flip probabilities of every codebook, as a PNG."""
+    from rich.console import Console
+
+    console = Console()
+    from escmvq.training.checkpoint import CheckpointError, load_checkpoint
+    from escmvq.training.report import plot_mu_cdf
+
+    try:
+        model, ck = load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        _fail(console, str(e))
+    console.print(f"wrote {plot_mu_cdf(ck['mu'], out, mu_min=model.preset.mu_min)}", highlight=False)
+
+
+def register_report(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
+    app.command("mu-plot")(mu_plot_cmd)

@@ -1,0 +1,298 @@
+"""Gray-coded square QAM (m in {2, 4, 6, 8} bits per symbol), unit mean energy.
+
+Conventions (shared by transmitter and receiver; change only together):
+
+- A symbol of order ``m`` carries bits ``b[0..m-1]``. The even bits ``b[0], b[2], ...``
+  select the in-phase (I) amplitude, the odd bits ``b[1], b[3], ...`` the quadrature
+  (Q) amplitude (Sionna's convention). Per axis the ``m/2`` bits are a Gray label of a
+  ``sqrt(M)``-PAM level, most significant bit first, so ``b[0]`` / ``b[1]`` are the
+  sign bits of I / Q (bit 0 -> positive amplitude): the most reliable positions.
+  Frames therefore put the lowest-mu bit of a symbol first.
+- PAM levels are ``+-1, +-3, ...`` scaled by ``1/sqrt(2*(M-1)/3)`` so that
+  ``E|s|^2 = 1`` over equiprobable bits; neighbouring constellation points (one
+  level apart on one axis) differ in exactly one bit.
+- Max-log LLRs are ``log P(b=0|y) - log P(b=1|y)`` (positive = bit 0 more likely)
+  for ``y = s + n``, ``n ~ CN(0, noise_var)``.
+
+The tables are pure functions of ``m`` (:func:`constellation`, :func:`pam_labels`);
+frame helpers (:func:`map_frame`, :func:`demap_frame`, :func:`demap_frame_llr`)
+apply a plan's mixed orders and bit permutation.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "ORDERS",
+    "pam_labels",
+    "pam_levels",
+    "constellation",
+    "map_bits",
+    "demap_hard",
+    "demap_llr",
+    "frame_slices",
+    "map_frame",
+    "demap_frame",
+    "demap_frame_llr",
+]
+
+ORDERS = (2, 4, 6, 8)
+
+
+def _check_order(m) -> int:
+    try:
+        mi = int(m)
+    except (TypeError, ValueError):
+        raise ValueError(f"m: expected one of {ORDERS}, got {m!r}") from None
+    if mi != m or mi not in ORDERS:
+        raise ValueError(f"m: expected one of {ORDERS}, got {m!r}")
+    return mi
+
+
+@lru_cache(maxsize=None)
+def _pam(m: int) -> tuple[np.ndarray, np.ndarray, float]:
+    k = m // 2
+    n_lev = 1 << k
+    pos = np.arange(n_lev)
+    # Gray label of position (0 = most negative level), flipped so that MSB 0 -> positive.
+    gray = (n_lev - 1 - pos) ^ ((n_lev - 1 - pos) >> 1)
+    labels = ((gray[:, None] >> (k - 1 - np.arange(k))[None, :]) & 1).astype(np.uint8)
+    scale = 1.0 / np.sqrt(2.0 * (n_lev * n_lev - 1) / 3.0)
+    levels = (2.0 * pos - (n_lev - 1)) * scale
+    labels.setflags(write=False)
+    levels.setflags(write=False)
+    # position of each label value (label as integer MSB first) -> level index
+    return labels, levels, scale
+
+
+def pam_labels(m: int) -> np.ndarray:
+    """Gray labels of the ``2**(m/2)`` PAM levels of one axis.
+
+    Returns ``[2**(m/2), m/2]`` uint8; row ``p`` labels level ``pam_levels(m)[p]``
+    (levels ascending), MSB first. Read-only.
+    """
+    return _pam(_check_order(m))[0]
+
+
+def pam_levels(m: int) -> np.ndarray:
+    """Ascending PAM amplitudes of one axis, ``[2**(m/2)]`` float64, scaled for unit
+    mean symbol energy of the square QAM built from two such axes. Read-only."""
+    return _pam(_check_order(m))[1]
+
+
+@lru_cache(maxsize=None)
+def _constellation(m: int) -> np.ndarray:
+    labels, levels, _ = _pam(m)
+    k = m // 2
+    n_lev = 1 << k
+    # integer label -> level index per axis
+    lab_int = (labels.astype(np.int64) << (k - 1 - np.arange(k))).sum(axis=1)
+    idx_of_label = np.empty(n_lev, np.int64)
+    idx_of_label[lab_int] = np.arange(n_lev)
+    pts = np.empty(1 << m, np.complex128)
+    for s in range(1 << m):
+        bits = [(s >> (m - 1 - j)) & 1 for j in range(m)]
+        li = sum(b << (k - 1 - t) for t, b in enumerate(bits[0::2]))
+        lq = sum(b << (k - 1 - t) for t, b in enumerate(bits[1::2]))
+        pts[s] = levels[idx_of_label[li]] + 1j * levels[idx_of_label[lq]]
+    pts = pts.astype(np.complex64)
+    pts.setflags(write=False)
+    return pts
+
+
+def constellation(m: int) -> np.ndarray:
+    """All ``2**m`` points: ``[2**m]`` complex64, entry ``s`` is the symbol of the
+    ``m``-bit label ``s`` (MSB = ``b[0]``). Read-only; pure function of ``m``."""
+    return _constellation(_check_order(m))
+
+
+def _check_bits(bits: np.ndarray, name: str = "bits") -> np.ndarray:
+    bits = np.asarray(bits)
+    if bits.dtype.kind not in "biu":
+        raise ValueError(f"{name}: expected an integer/bool array of 0/1, got dtype {bits.dtype}")
+    if bits.size and (bits.min() < 0 or bits.max() > 1):
+        raise ValueError(f"{name}: expected values in {{0, 1}}")
+    return bits
+
+
+def map_bits(bits: np.ndarray, m: int) -> np.ndarray:
+    """Bits to symbols.
+
+    bits : [..., m] uint8 (0/1), ``b[0]`` first.
+    m : int in {2, 4, 6, 8}.
+    Returns ``[...]`` complex64.
+    """
+    m = _check_order(m)
+    bits = _check_bits(bits)
+    if bits.ndim < 1 or bits.shape[-1] != m:
+        raise ValueError(f"bits: expected shape [..., {m}], got {bits.shape}")
+    weights = (1 << (m - 1 - np.arange(m))).astype(np.int64)
+    idx = (bits.astype(np.int64) * weights).sum(axis=-1)
+    return _constellation(m)[idx]
+
+
+def _axis_index(x: np.ndarray, m: int) -> np.ndarray:
+    _, _, scale = _pam(m)
+    n_lev = 1 << (m // 2)
+    pos = np.rint((x / scale + (n_lev - 1)) / 2.0)
+    return np.clip(pos, 0, n_lev - 1).astype(np.int64)
+
+
+def demap_hard(y: np.ndarray, m: int) -> np.ndarray:
+    """Nearest-point (per-axis slicing) hard decisions.
+
+    y : [...] complex (equalised: ``y = s + noise``).
+    m : int in {2, 4, 6, 8}.
+    Returns ``[..., m]`` uint8.
+    """
+    m = _check_order(m)
+    y = np.asarray(y)
+    labels, _, _ = _pam(m)
+    li = labels[_axis_index(y.real, m)]
+    lq = labels[_axis_index(y.imag, m)]
+    out = np.empty(y.shape + (m,), np.uint8)
+    out[..., 0::2] = li
+    out[..., 1::2] = lq
+    return out
+
+
+def _axis_llr(x: np.ndarray, m: int) -> np.ndarray:
+    """Max-log LLR numerators of one axis: ``[..., m/2]`` = min_{b=1} d^2 - min_{b=0} d^2."""
+    labels, levels, _ = _pam(m)
+    d2 = (x[..., None] - levels) ** 2  # [..., n_lev]
+    k = m // 2
+    out = np.empty(x.shape + (k,), np.float64)
+    for t in range(k):
+        one = labels[:, t] == 1
+        out[..., t] = d2[..., one].min(axis=-1) - d2[..., ~one].min(axis=-1)
+    return out
+
+
+def demap_llr(y: np.ndarray, m: int, noise_var) -> np.ndarray:
+    """Max-log LLRs (positive = bit 0 more likely).
+
+    y : [...] complex (equalised ``y = s + n``, ``n ~ CN(0, noise_var)``).
+    m : int in {2, 4, 6, 8}.
+    noise_var : float > 0 or array broadcastable to ``y.shape`` (e.g. ``1/(gamma*p_t)``).
+    Returns ``[..., m]`` float32.
+    """
+    m = _check_order(m)
+    y = np.asarray(y)
+    nv = np.asarray(noise_var, dtype=np.float64)
+    if np.any(~np.isfinite(nv)) or np.any(nv <= 0):
+        raise ValueError("noise_var: expected finite values > 0")
+    try:
+        nv = np.broadcast_to(nv, y.shape)
+    except ValueError:
+        raise ValueError(f"noise_var: shape {nv.shape} does not broadcast to y's shape {y.shape}") from None
+    yr = y.real.astype(np.float64)
+    yi = y.imag.astype(np.float64)
+    out = np.empty(y.shape + (m,), np.float32)
+    out[..., 0::2] = _axis_llr(yr, m) / nv[..., None]
+    out[..., 1::2] = _axis_llr(yi, m) / nv[..., None]
+    return out
+
+
+# ---------------------------------------------------------------------------------
+# Frames with mixed orders
+# ---------------------------------------------------------------------------------
+
+def _check_frame(orders, bit_order, L: int | None = None):
+    orders = np.asarray(orders)
+    bit_order = np.asarray(bit_order)
+    if orders.ndim != 1 or orders.dtype.kind not in "iu":
+        raise ValueError(f"orders: expected a 1-D integer array, got shape {orders.shape} dtype {orders.dtype}")
+    bad = ~np.isin(orders, ORDERS)
+    if bad.any():
+        raise ValueError(f"orders: values must be in {ORDERS}, got {np.unique(orders[bad]).tolist()}")
+    if bit_order.ndim != 1 or bit_order.dtype.kind not in "iu":
+        raise ValueError(f"bit_order: expected a 1-D integer array, got shape {bit_order.shape}")
+    n = int(orders.sum())
+    if bit_order.size != n:
+        raise ValueError(f"bit_order: has {bit_order.size} entries but sum(orders) = {n}")
+    if L is not None and n != L:
+        raise ValueError(f"bits: frame has {L} bits but sum(orders) = {n}")
+    if n and not np.array_equal(np.sort(bit_order), np.arange(n)):
+        raise ValueError("bit_order: expected a permutation of 0..L-1")
+    return orders.astype(np.int64), bit_order.astype(np.int64)
+
+
+def frame_slices(orders: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Group a plan's symbols by order.
+
+    orders : [T] int. Returns a list of ``(m, t_idx [n_m], pos [n_m, m])``: the symbols of
+    order ``m`` and, for each, the positions (in ``bit_order`` order) of its bits.
+    """
+    orders = np.asarray(orders, np.int64)
+    start = np.concatenate([[0], np.cumsum(orders)[:-1]]) if orders.size else np.zeros(0, np.int64)
+    out = []
+    for m in ORDERS:
+        t_idx = np.flatnonzero(orders == m)
+        if t_idx.size:
+            out.append((m, t_idx, start[t_idx, None] + np.arange(m)[None, :]))
+    return out
+
+
+def map_frame(bits: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np.ndarray:
+    """Map a frame of bits with a plan's mixed orders.
+
+    bits : [batch, L] uint8, flat bit ``i*B + j`` of the product-VQ label.
+    orders : [T] int in {2,4,6,8}, ``sum(orders) == L``.
+    bit_order : [L] int, permutation; symbol ``t`` carries the next ``orders[t]`` entries
+        of ``bits[:, bit_order]`` (first entry -> ``b[0]``).
+    Returns ``[batch, T]`` complex64.
+    """
+    bits = _check_bits(bits)
+    if bits.ndim != 2:
+        raise ValueError(f"bits: expected [batch, L], got shape {bits.shape}")
+    orders, bit_order = _check_frame(orders, bit_order, bits.shape[1])
+    perm = bits[:, bit_order]
+    out = np.empty((bits.shape[0], orders.size), np.complex64)
+    for m, t_idx, pos in frame_slices(orders):
+        out[:, t_idx] = map_bits(perm[:, pos], m)
+    return out
+
+
+def demap_frame(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np.ndarray:
+    """Hard-demap a frame; inverse of :func:`map_frame` on noiseless input.
+
+    y : [batch, T] complex (equalised).
+    orders : [T] int; bit_order : [L] int (as in :func:`map_frame`).
+    Returns ``[batch, L]`` uint8 in flat label-bit order.
+    """
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"y: expected [batch, T], got shape {y.shape}")
+    orders, bit_order = _check_frame(orders, bit_order)
+    if y.shape[1] != orders.size:
+        raise ValueError(f"y: has {y.shape[1]} symbols but orders has {orders.size}")
+    perm = np.empty((y.shape[0], bit_order.size), np.uint8)
+    for m, t_idx, pos in frame_slices(orders):
+        perm[:, pos] = demap_hard(y[:, t_idx], m)
+    out = np.empty_like(perm)
+    out[:, bit_order] = perm
+    return out
+
+
+def demap_frame_llr(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray, noise_var) -> np.ndarray:
+    """Max-log LLRs of a frame.
+
+    y : [batch, T] complex (equalised); noise_var : float or [batch, T] / [T] effective noise
+    variance per symbol after equalisation (``1/(gamma*p_t)``).
+    Returns ``[batch, L]`` float32 in flat label-bit order.
+    """
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"y: expected [batch, T], got shape {y.shape}")
+    orders, bit_order = _check_frame(orders, bit_order)
+    if y.shape[1] != orders.size:
+        raise ValueError(f"y: has {y.shape[1]} symbols but orders has {orders.size}")
+    nv = np.broadcast_to(np.asarray(noise_var, np.float64), y.shape)
+    perm = np.empty((y.shape[0], bit_order.size), np.float32)
+    for m, t_idx, pos in frame_slices(orders):
+        perm[:, pos] = demap_llr(y[:, t_idx], m, nv[:, t_idx])
+    out = np.empty_like(perm)
+    out[:, bit_order] = perm
+    return out

@@ -1,0 +1,46 @@
+"""Static int8 quantisation (QDQ, per-channel weights) of the encoder and decoder with
+``onnxruntime.quantization``, calibrated on real images.
+
+The nearest-codeword search is not in these graphs (the runtime does it in numpy, in
+float32), so the distance/argmin step stays fp32 by construction. The decoder is
+calibrated on the codewords the encoder's latents quantise to (every codebook), i.e. on
+the inputs it really sees.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["quantize_int8"]
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a numpy batch, in chunks."""
+
+    def __init__(self, name: str, data: np.ndarray, chunk: int = 32):
+        self._it = iter([{name: np.ascontiguousarray(data[i:i + chunk])} for i in range(0, len(data), chunk)])
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # not needed by MinMax
+        pass
+
+
+def quantize_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray) -> None:
+    """Write a QDQ int8 copy of ``src`` to ``dst`` calibrated on ``calib``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as td:
+        pre = Path(td) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        quantize_static(
+            str(pre), str(dst), _Reader(input_name, calib.astype(np.float32)),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )

@@ -1,0 +1,199 @@
+"""``escmvq export``: checkpoint -> self-checked bundle folder.
+
+Everything is written into a temporary folder beside the target and renamed into place
+only after the self-check passed, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from escmvq.export.onnx_export import MAX_OPSET, DecoderGraph, EncoderGraph, ExportError, export_graph, torch_forward
+
+__all__ = ["export_checkpoint", "ExportResult", "ExportError"]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    hash: str
+    rows: list = field(default_factory=list)
+    int8: dict | None = None
+    trt: dict | None = None
+    manifest: dict | None = None
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _psnr01(a, b) -> float:
+    from escmvq.runtime.images import psnr
+
+    return psnr(np.clip(a, 0, 1), b, 1.0)
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str | Path, *, n_calib: int = 256,
+                      n_check: int = 64, rate: int = 4, method: str = "jcamp", variant: str = "exact",
+                      m_max: int = 8, int8: bool = False, trt: bool = False, force: bool = False, seed: int = 0,
+                      opset: int = MAX_OPSET, log=_log) -> ExportResult:
+    import torch
+
+    from escmvq.core import pvq
+    from escmvq.export import bundle_writer as bw
+    from escmvq.export.calibration import load_calibration
+    from escmvq.export.verify import self_check
+    from escmvq.runtime.alloc_adapter import make_allocator
+    from escmvq.runtime.backends import make_session
+    from escmvq.training.checkpoint import load_checkpoint
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists (pass --force to overwrite)")
+    if not out.parent.exists():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    if opset > MAX_OPSET:
+        raise ExportError(f"opset {opset} is above {MAX_OPSET} (TensorRT 8.6 on JetPack 6)")
+    if trt:
+        from escmvq.export.tensorrt import import_tensorrt
+
+        import_tensorrt()  # fail before any work, with the one-line how-to
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    model, ckpt = load_checkpoint(ckpt_path)
+    preset = model.preset
+    norm = ckpt.get("normalisation") or {"mean": [0.5] * 3, "std": [0.5] * 3}
+    mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+    th, tw = (int(v) for v in ckpt.get("image_size", preset.image_size))
+    D, h, w = (int(v) for v in ckpt.get("latent_shape", (preset.D, *preset.latent_hw)))
+    codebooks = np.asarray(ckpt["codebooks"], np.float32)
+    mu = np.asarray(ckpt["mu"], np.float32)
+    V, K, _ = codebooks.shape
+    N, B = h * w, preset.B
+    if (N * B) % rate:
+        raise ExportError(f"rate {rate} does not divide L = N*B = {N * B}")
+    T = N * B // rate
+
+    images = load_calibration(calib_source, (th, tw), n_calib + n_check, rng)
+    if len(images) < 2:
+        raise ExportError(f"{calib_source}: need at least 2 calibration tiles, got {len(images)}")
+    n_check = min(n_check, len(images) // 2)
+    check, calib = images[:n_check], images[n_check:]
+
+    enc_graph = EncoderGraph(model.encoder, mean, std).eval()
+    dec_graph = DecoderGraph(model.decoder, mean, std).eval()
+
+    distortion = ckpt.get("distortion")
+    if distortion is None:
+        log("checkpoint has no distortion table (31): computing it on the calibration images")
+        zs = pvq.to_subvectors(torch_forward(enc_graph, images))
+        distortion = pvq.distortion_table([zs], codebooks, mu)
+        dist_source = f"calibration images ({len(images)} tiles of {calib_source})"
+    else:
+        distortion = np.asarray(distortion, np.float64)
+        dist_source = "checkpoint (training set)"
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        meta = {"escmvq.format": "escmvq-bundle", "escmvq.tile_size": f"{th}x{tw}",
+                "escmvq.normalisation": f"mean={mean} std={std} (folded in)"}
+        onnx_info = {
+            "encoder.onnx": export_graph(enc_graph, torch.from_numpy(check[:1]), tmp / "encoder.onnx", "x01", "z",
+                                         opset, {**meta, "escmvq.role": "encoder: x01 [b,3,H,W] in [0,1] -> z [b,D,H/4,W/4]"}),
+            "decoder.onnx": export_graph(dec_graph, torch.zeros(1, D, h, w), tmp / "decoder.onnx", "z", "x01_hat",
+                                         opset, {**meta, "escmvq.role": "decoder: z [b,D,h,w] -> x01_hat [b,3,4h,4w]"}),
+        }
+        log(f"exported ONNX (opset {onnx_info['encoder.onnx']['opset']}, dynamic batch/height/width)")
+
+        alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max)
+        bw.write_tables(tmp, codebooks, mu, distortion)
+        bw.write_allocator(tmp, alloc.state())
+
+        enc_sess = make_session(tmp / "encoder.onnx")
+        dec_sess = make_session(tmp / "decoder.onnx")
+        rows = self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, check, codebooks)
+
+        int8_info = None
+        if int8:
+            from escmvq.export.int8 import quantize_int8
+
+            quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx", "x01", calib)
+            zc = pvq.to_subvectors(enc_sess.run(None, {"x01": calib})[0])
+            zq = np.concatenate([pvq.from_subvectors(codebooks[v][pvq.nearest_codeword(zc, codebooks[v])], h, w)
+                                 for v in range(V)]).astype(np.float32)
+            quantize_int8(tmp / "decoder.onnx", tmp / "decoder.int8.onnx", "z", zq[rng.permutation(len(zq))[:len(calib)]])
+            int8_info = _int8_cost(tmp, enc_sess, dec_sess, check, codebooks, h, w)
+            int8_info["calibration_tiles"] = int(len(calib))
+            log(f"int8: PSNR {int8_info['psnr_fp32_db']:.2f} dB (fp32) -> {int8_info['psnr_int8_db']:.2f} dB (int8), "
+                f"cost {int8_info['psnr_cost_db']:.2f} dB (codebook 1, no bit errors, {n_check} held-out tiles)")
+
+        trt_info = None
+        if trt:
+            from escmvq.export.tensorrt import build_engine
+
+            trt_info = {
+                "encoder.fp16.engine": build_engine(tmp / "encoder.onnx", tmp / "encoder.fp16.engine", "x01",
+                                                    (1, 3, th, tw), (1, 3, th, tw), (256, 3, th, tw)),
+                "decoder.fp16.engine": build_engine(tmp / "decoder.onnx", tmp / "decoder.fp16.engine", "z",
+                                                    (1, D, h, w), (1, D, h, w), (256, D, h, w)),
+            }
+
+        del enc_sess, dec_sess
+        manifest = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source_checkpoint": {"name": Path(ckpt_path).name, "sha256": bw.sha256_file(ckpt_path),
+                                  "dataset": ckpt.get("dataset"), "stage": ckpt.get("stage"), "epoch": ckpt.get("epoch")},
+            "model": {
+                "tile_size": [th, tw], "latent_shape": [D, h, w], "V": V, "K": K, "D": D, "N": N, "B": B,
+                "rate": rate, "T": T, "L": N * B, "m_max": m_max,
+                "allocator": {"method": method, "variant": variant},
+                "normalisation": {"mean": mean, "std": std, "folded_into_onnx": True},
+                "codebook_order": "index 0 = lowest mu",
+                "quantizer": "numpy float32, ||z||^2 - 2 z.c + ||c||^2, argmin (ties to the lowest index)",
+                "distortion_source": dist_source,
+                "label_bits": "MSB first; flat bit i*B + j",
+            },
+            "onnx": onnx_info,
+            "preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["preset"].items()},
+            "versions": bw.library_versions(),
+            "self_check": {"images": f"{n_check} tiles of {calib_source}", "rows": [r.as_dict() for r in rows]},
+            "int8": int8_info,
+            "tensorrt": trt_info,
+        }
+        if not all(r.ok for r in rows):
+            bad = ", ".join(r.name for r in rows if not r.ok)
+            err = ExportError(f"self-check failed (ONNX Runtime vs PyTorch): {bad}")
+            err.rows = rows
+            raise err
+        digest, manifest = bw.write_manifest(tmp, manifest)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.chmod(0o755)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(path=out, hash=digest.hex(), rows=rows, int8=int8_info, trt=trt_info, manifest=manifest)
+
+
+def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w) -> dict:
+    """PSNR of the int8 encoder+decoder against fp32 (codebook 1, no bit errors)."""
+    from escmvq.core import pvq
+    from escmvq.runtime.backends import make_session
+
+    def run(enc, dec):
+        zs = pvq.to_subvectors(enc.run(None, {"x01": images})[0])
+        zq = pvq.from_subvectors(codebooks[0][pvq.nearest_codeword(zs, codebooks[0])], h, w).astype(np.float32)
+        return dec.run(None, {"z": zq})[0]
+
+    e8, d8 = make_session(folder / "encoder.int8.onnx"), make_session(folder / "decoder.int8.onnx")
+    p32, p8 = _psnr01(run(enc_sess, dec_sess), images), _psnr01(run(e8, d8), images)
+    return {"psnr_fp32_db": p32, "psnr_int8_db": p8, "psnr_cost_db": p32 - p8,
+            "scheme": "static QDQ, per-channel int8 weights, int8 activations (MinMax), argmin kept fp32 (numpy)"}

@@ -1,0 +1,85 @@
+"""Export self-check: ONNX Runtime against PyTorch on real images.
+
+Rows: the encoder at the tile size and at another size/batch (dynamic axes), the
+codeword labels of every codebook (the runtime's numpy search on the ORT latent vs the
+PyTorch search on the PyTorch latent), and the decoder per codebook (max abs diff and the PSNR
+of both reconstructions against the input). Any row beyond tolerance fails the export.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from escmvq.core import pvq
+from escmvq.export.onnx_export import torch_forward
+from escmvq.runtime.images import psnr
+from escmvq.runtime.quantize import quantize
+
+__all__ = ["CheckRow", "self_check", "ATOL", "PSNR_TOL", "INDEX_AGREEMENT"]
+
+ATOL = 1e-3  # max abs diff, relative to max(1, max|reference|)
+PSNR_TOL = 0.01  # dB
+INDEX_AGREEMENT = 0.999  # fraction of identical labels (float near-ties may differ)
+
+
+@dataclass
+class CheckRow:
+    name: str
+    shape: str
+    max_abs_diff: float | None
+    tolerance: str
+    psnr_torch: float | None = None
+    psnr_ort: float | None = None
+    agreement: float | None = None
+    ok: bool = True
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+def _diff_row(name, ref, got, shape=None) -> CheckRow:
+    diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+    tol = ATOL * max(1.0, float(np.max(np.abs(ref))))
+    return CheckRow(name, shape or "x".join(map(str, ref.shape)), diff, f"<= {tol:.2g}", ok=bool(diff <= tol))
+
+
+def self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, images: np.ndarray, codebooks: np.ndarray) -> list[CheckRow]:
+    """``images [n, 3, th, tw]`` in [0, 1]; returns the table rows (``ok`` per row)."""
+    rows: list[CheckRow] = []
+    z_t = torch_forward(enc_graph, images)
+    z_o = enc_sess.run(None, {"x01": images})[0]
+    rows.append(_diff_row("encoder", z_t, z_o))
+
+    # dynamic axes: another batch and a non-square size
+    n2 = min(3, len(images))
+    th, tw = images.shape[2:]
+    big = np.concatenate([images[:n2], images[:n2][..., ::-1]], axis=3)
+    big = np.concatenate([big, big[:, :, ::-1]], axis=2)[:, :, : 2 * th - 4 * (th // 8 or 1)]  # e.g. 56x64
+    rows.append(_diff_row("encoder (dynamic)", torch_forward(enc_graph, np.ascontiguousarray(big)),
+                          enc_sess.run(None, {"x01": np.ascontiguousarray(big)})[0]))
+
+    zs_t = pvq.to_subvectors(z_t)
+    zs_o = pvq.to_subvectors(z_o)
+    V = codebooks.shape[0]
+    for v in range(V):
+        with torch.no_grad():
+            idx_t = model.quantize_indices(torch.from_numpy(z_t), v).numpy()
+        idx_o = quantize(zs_o, codebooks, np.full(zs_o.shape[1], v))  # the runtime's search
+        agree = float(np.mean(idx_t == idx_o))
+        rows.append(CheckRow(f"labels cb{v + 1}", "x".join(map(str, idx_o.shape)), None,
+                             f">= {INDEX_AGREEMENT:.1%}", agreement=agree, ok=bool(agree >= INDEX_AGREEMENT)))
+        zq = pvq.from_subvectors(codebooks[v][idx_t], z_t.shape[2], z_t.shape[3]).astype(np.float32)
+        x_t = torch_forward(dec_graph, zq)
+        x_o = dec_sess.run(None, {"z": zq})[0]
+        row = _diff_row(f"decoder cb{v + 1}", x_t, x_o)
+        row.psnr_torch = float(psnr(np.clip(x_t, 0, 1), images, 1.0))
+        row.psnr_ort = float(psnr(np.clip(x_o, 0, 1), images, 1.0))
+        ok_psnr = bool(abs(row.psnr_torch - row.psnr_ort) <= PSNR_TOL)
+        row.tolerance += f", dPSNR <= {PSNR_TOL}"
+        row.ok = row.ok and ok_psnr
+        rows.append(row)
+    del zs_t
+    return rows

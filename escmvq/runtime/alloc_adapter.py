@@ -1,0 +1,77 @@
+"""Thin adapter to the allocators of ``escmvq.runtime`` (issue 2), the single place the
+transmitter, receiver and exporter touch them.
+
+Both sides of a link derive a plan from ``(P_tot, gamma)`` alone (footnote 2):
+``gamma = |h|^2 / sigma^2`` is computed here, in float64, from the complex64 ``h`` the
+frame carries, so both sides compute it from the same bits in the same order.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["gamma_of", "make_allocator", "allocator_from_state", "PlanCache", "Plan"]
+
+
+def gamma_of(h, noise_var: float) -> np.ndarray:
+    """Instantaneous SNR ``|h|^2 / sigma^2`` (float64) of complex64 coefficients."""
+    h = np.asarray(h, np.complex64).astype(np.complex128)
+    return (h.real * h.real + h.imag * h.imag) / float(noise_var)
+
+
+def _allocator_cls():
+    from escmvq.runtime import Allocator  # noqa: PLC0415 - issue 2's public API (lazy: no import cycle)
+
+    return Allocator
+
+
+def make_allocator(distortion, mu, rate: int, method: str, variant: str, m_max: int = 8):
+    Allocator = _allocator_cls()
+    kw = dict(rate=rate, method=method, variant=variant)
+    if method == "jcamp":
+        kw["m_max"] = m_max
+    return Allocator(np.asarray(distortion, np.float64), np.asarray(mu, np.float64), **kw)
+
+
+def allocator_from_state(state: dict):
+    return _allocator_cls().from_state(dict(state))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan as plain arrays (copied from the allocator's object)."""
+    codebooks: np.ndarray  # [N] int
+    orders: np.ndarray  # [T] int
+    powers: np.ndarray  # [T] float64
+    bit_order: np.ndarray  # [L] int
+
+
+class PlanCache:
+    """``plan(p_tot, gamma)`` with a small LRU keyed by the exact float64 bits."""
+
+    def __init__(self, allocator, size: int = 4096):
+        self.allocator = allocator
+        self.size = size
+        self._cache: OrderedDict[tuple[float, float], Plan] = OrderedDict()
+
+    def __call__(self, p_tot: float, gamma: float) -> Plan:
+        key = (float(p_tot), float(gamma))
+        plan = self._cache.get(key)
+        if plan is None:
+            p = self.allocator.plan(key[0], key[1])
+            plan = Plan(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
+                        np.asarray(p.powers, np.float64), np.asarray(p.bit_order, np.int64))
+            self._cache[key] = plan
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return plan
+
+    def batch(self, p_tot: float, gammas: np.ndarray):
+        """Stacked plans of a batch: codebooks [b, N], orders [b, T], powers [b, T], bit_order [b, L]."""
+        plans = [self(p_tot, g) for g in np.asarray(gammas, np.float64)]
+        return (np.stack([p.codebooks for p in plans]), np.stack([p.orders for p in plans]),
+                np.stack([p.powers for p in plans]), np.stack([p.bit_order for p in plans]))

@@ -1,0 +1,171 @@
+"""The model bundle: a folder of ONNX graphs and numpy tables described by ``manifest.json``.
+
+Layout (format ``escmvq-bundle`` version 1)::
+
+    NAME.escmvq/
+      manifest.json        format, version, shapes, allocator settings, library versions,
+                           export self-check, and the sha256 + size of every other file
+      encoder.onnx         x01 [b, 3, H, W] in [0, 1] -> z [b, D, H/4, W/4] (normalisation folded in)
+      decoder.onnx         z [b, D, h, w] -> x01_hat [b, 3, 4h, 4w]
+      tables.npz           codebooks [V, K, D] f32, mu [V, N, B] f32, distortion [V, N] f64
+      allocator.npz        Allocator.state(): the channel-independent precomputation
+      encoder.int8.onnx    optional (export --int8): static QDQ int8
+      decoder.int8.onnx    optional
+      *.fp16.engine        optional (export --trt): TensorRT engines
+
+The bundle's identity (:attr:`Bundle.hash`, carried in every frame header) is the sha256
+of the canonical JSON of the manifest, which itself pins every file by sha256; loading
+verifies each file against it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
+    "default_bundle_path", "sha256_file", "manifest_hash",
+]
+
+FORMAT = "escmvq-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz", "allocator.npz")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: the message is one line, fit for a user."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def manifest_hash(manifest: dict) -> bytes:
+    """The bundle's identity: sha256 of the canonical manifest JSON (32 bytes)."""
+    return hashlib.sha256(canonical_json(manifest)).digest()
+
+
+def default_bundle_path() -> Path:
+    """The shipped default bundle (package data ``escmvq/models/default``)."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    hash: bytes
+    codebooks: np.ndarray  # [V, K, D] float32
+    mu: np.ndarray  # [V, N, B] float32
+    distortion: np.ndarray  # [V, N] float64
+    allocator_state: dict = field(repr=False)
+
+    # --- shapes, from the manifest -------------------------------------------------
+    @property
+    def model(self) -> dict:
+        return self.manifest["model"]
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return tuple(self.model["tile_size"])
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.model["latent_shape"])
+
+    @property
+    def n_bits(self) -> int:  # L = N*B
+        return int(self.model["N"]) * int(self.model["B"])
+
+    @property
+    def n_symbols(self) -> int:  # T = L / R
+        return int(self.model["T"])
+
+    @property
+    def rate(self) -> int:
+        return int(self.model["rate"])
+
+    @property
+    def hash_hex(self) -> str:
+        return self.hash.hex()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest["files"]
+
+    @cached_property
+    def allocator(self):
+        """The allocator rebuilt from its stored state (no recomputation)."""
+        from escmvq.runtime.alloc_adapter import allocator_from_state
+
+        return allocator_from_state(self.allocator_state)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> Bundle:
+    """Load a bundle folder (default: the shipped one) and verify every file's sha256."""
+    path = Path(path) if path is not None else default_bundle_path()
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        if path == default_bundle_path():
+            raise BundleError(f"no default bundle shipped at {path}; pass --bundle or run `escmvq export`")
+        raise BundleError(f"{path}: not a bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{mpath}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not an {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format version {manifest.get('format_version')} not supported "
+                          f"(this build reads {FORMAT_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or any(f not in files for f in REQUIRED_FILES):
+        raise BundleError(f"{path}: manifest lacks required files {REQUIRED_FILES}")
+    for name, meta in files.items():
+        fp = path / name
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise BundleError(f"{path}: manifest names a file outside the bundle: {name!r}")
+        if not fp.is_file():
+            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
+        if verify:
+            if fp.stat().st_size != meta.get("bytes"):
+                raise BundleError(f"{path}: {name} has {fp.stat().st_size} bytes, manifest says {meta.get('bytes')} (corrupt or modified bundle)")
+            if sha256_file(fp) != meta.get("sha256"):
+                raise BundleError(f"{path}: {name} sha256 does not match the manifest (corrupt or modified bundle)")
+    try:
+        tables = _load_npz(path / "tables.npz")
+        alloc_state = _load_npz(path / "allocator.npz")
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: unreadable tables ({e})") from None
+    m = manifest["model"]
+    V, K, D, N, B = (int(m[k]) for k in ("V", "K", "D", "N", "B"))
+    cb, mu, dist = tables.get("codebooks"), tables.get("mu"), tables.get("distortion")
+    if cb is None or cb.shape != (V, K, D) or mu is None or mu.shape != (V, N, B) or dist is None or dist.shape != (V, N):
+        raise BundleError(f"{path}: tables.npz shapes disagree with the manifest (V={V}, K={K}, D={D}, N={N}, B={B})")
+    return Bundle(
+        path=path, manifest=manifest, hash=manifest_hash(manifest),
+        codebooks=cb.astype(np.float32), mu=mu.astype(np.float32), distortion=dist.astype(np.float64),
+        allocator_state=alloc_state,
+    )

@@ -1,0 +1,172 @@
+"""ESC-MVQ network: the VQ-VAE encoder/decoder of [19], V codebooks and their bit-flip
+probabilities, and the multi-codebook loss (27)-(29) of Algorithm 1.
+
+Encoder: 4x4/2 conv -> ReLU -> 4x4/2 conv -> residual blocks (ReLU-3x3-ReLU-1x1) -> ReLU
+-> 1x1 projection to D channels. A HxW image gives an (H/4)x(W/4)xD latent (32x32 -> 8x8x4,
+N = 64). Decoder mirrors it: 3x3 conv D -> hidden, residual blocks, ReLU, 4x4/2 transposed
+conv -> ReLU -> 4x4/2 transposed conv to 3 channels. Fully convolutional.
+
+``ESCMVQ.forward(x, stage, tau, generator)`` computes the stage-``stage`` loss (27):
+for u = 1..stage, z_q^(u) = nearest codeword (23), the Gumbel-Softmax sample z~^(u) (25)
+of the BSC (24) around it, the decoder input z + sg(z~ - z) (14), d0 = MSE(x, x^(u)),
+d1 = ||sg(z) - z~||^2 + beta ||z - sg(z~)||^2 (on the *sample*, see NOTES: the
+straight-through input gives the codebooks and mu no gradient through d0), and
+lambda^(u) R(mu^(u)) (22). The v decoder passes run as one batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from escmvq.training import quantizer as Q
+from escmvq.training.presets import Preset
+
+__all__ = ["ESCMVQ", "Encoder", "Decoder"]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int, res_ch: int):
+        super().__init__()
+        self.conv3 = nn.Conv2d(ch, res_ch, 3, padding=1)
+        self.conv1 = nn.Conv2d(res_ch, ch, 1)
+
+    def forward(self, x):
+        return x + self.conv1(F.relu(self.conv3(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, hidden // 2 if hidden >= 2 else hidden, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(self.conv1.out_channels, hidden, 4, stride=2, padding=1)
+        self.res = nn.Sequential(*[ResBlock(hidden, res_hidden) for _ in range(res_blocks)])
+        self.proj = nn.Conv2d(hidden, D, 1)
+
+    def forward(self, x):
+        h = self.conv2(F.relu(self.conv1(x)))
+        return self.proj(F.relu(self.res(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(D, hidden, 3, padding=1)
+        self.res = nn.Sequential(*[ResBlock(hidden, res_hidden) for _ in range(res_blocks)])
+        self.up1 = nn.ConvTranspose2d(hidden, hidden // 2 if hidden >= 2 else hidden, 4, stride=2, padding=1)
+        self.up2 = nn.ConvTranspose2d(self.up1.out_channels, 3, 4, stride=2, padding=1)
+
+    def forward(self, z):
+        h = F.relu(self.res(self.conv_in(z)))
+        return self.up2(F.relu(self.up1(h)))
+
+
+class ESCMVQ(nn.Module):
+    """One encoder-decoder pair, ``codebooks [V, K, D]`` and ``mu() -> [V, N, B]``."""
+
+    def __init__(self, preset: Preset):
+        super().__init__()
+        preset.validate()
+        self.preset = preset
+        V, K, D, B, N = preset.V, preset.K, preset.D, preset.B, preset.N
+        self.encoder = Encoder(preset.hidden, preset.res_hidden, preset.res_blocks, D)
+        self.decoder = Decoder(preset.hidden, preset.res_hidden, preset.res_blocks, D)
+        g = torch.Generator().manual_seed(0)
+        cb = (torch.rand(V, K, D, generator=g) * 2 - 1) / K  # replaced by data init in training
+        self.codebooks = nn.Parameter(cb)
+        raw0 = torch.stack([Q.raw_from_mu(max(preset.mu_init, 1.01 * m), m) for m in preset.mu_min])
+        self.mu_raw = nn.Parameter(raw0[:, None, None].expand(V, N, B).clone())
+        self.register_buffer("mu_min", torch.tensor(preset.mu_min, dtype=torch.float32))
+        self.register_buffer("bits", Q.bit_table(B), persistent=False)
+
+    # ---- public API (docs/interfaces.md) ----
+    def mu(self) -> torch.Tensor:
+        """Bit-flip probabilities ``[V, N, B]`` in ``[mu_min^(v), 0.5]``."""
+        return Q.mu_from_raw(self.mu_raw, self.mu_min)
+
+    def quantize_indices(self, z: torch.Tensor, v: int) -> torch.Tensor:
+        """Labels ``[b, N]`` of codebook ``v`` (0-based) for latent ``z [b, D, h, w]``."""
+        return Q.nearest(Q.to_subvectors(z), self.codebooks[v])
+
+    def lookup(self, idx: torch.Tensor, v: int, hw: tuple[int, int]) -> torch.Tensor:
+        """Codewords of labels ``idx [b, N]`` as a latent ``[b, D, h, w]``."""
+        return Q.from_subvectors(self.codebooks[v][idx], *hw)
+
+    @torch.no_grad()
+    def init_codebook_from_data(self, z: torch.Tensor, v: int, generator: torch.Generator) -> None:
+        """Data initialisation: codebook ``v`` := random sub-vectors of ``z`` (with replacement if few)."""
+        zs = Q.to_subvectors(z).reshape(-1, self.preset.D)
+        K = self.preset.K
+        if zs.shape[0] >= K:
+            sel = torch.randperm(zs.shape[0], generator=generator)[:K]
+        else:
+            sel = torch.randint(0, zs.shape[0], (K,), generator=generator)
+        noise = 0.01 * zs.std() * torch.randn(K, self.preset.D, generator=generator)
+        self.codebooks.data[v] = zs[sel] + noise
+
+    @torch.no_grad()
+    def copy_codebook(self, src: int, dst: int) -> None:
+        """Algorithm 1: B^(v) := B^(v-1), mu^(v) := mu^(v-1) (clipped up to mu_min^(v))."""
+        self.codebooks.data[dst] = self.codebooks.data[src]
+        mu_src = self.mu()[src]
+        m = float(self.mu_min[dst])
+        self.mu_raw.data[dst] = Q.raw_from_mu(mu_src.clamp_min(m * 1.01), m)
+
+    def forward(self, x: torch.Tensor, stage: int, tau: float, generator: torch.Generator | None = None):
+        """Loss (27) of stage ``stage`` (1-based) on a normalised batch ``x``.
+
+        Returns ``(loss, stats)``; ``stats`` holds detached per-codebook ``d0``, ``d1``, ``R``,
+        ``mse`` (normalised units) and the hard labels ``idx [v, b, N]``.
+        """
+        p = self.preset
+        z = self.encoder(x)
+        b, D, h, w = z.shape
+        zs = Q.to_subvectors(z)  # [b, N, D]
+        if zs.shape[1] != p.N:
+            raise ValueError(f"latent has {zs.shape[1]} sub-vectors, the model's mu expects N={p.N}")
+        mu = self.mu()
+        zts, idxs, d1s, Rs = [], [], [], []
+        for u in range(stage):
+            cb = self.codebooks[u]
+            with torch.no_grad():
+                idx = Q.nearest(zs.detach(), cb)
+            logp = Q.transition_logprob(idx, mu[u], self.bits)
+            e = Q.gumbel_softmax(logp, tau, generator)  # [b, N, K]
+            zt = e @ cb  # sample (25), [b, N, D]
+            d1 = F.mse_loss(zt, zs.detach()) + p.beta * F.mse_loss(zs, zt.detach())
+            R = (mu[u] * torch.log(mu[u])).mean()  # (22)
+            zhat = zs + (zt - zs).detach()  # (14)
+            zts.append(Q.from_subvectors(zhat, h, w))
+            idxs.append(idx)
+            d1s.append(d1)
+            Rs.append(R)
+        xh = self.decoder(torch.cat(zts, 0)).reshape(stage, *x.shape)
+        d0s = ((xh - x[None]) ** 2).flatten(1).mean(1)  # [stage]
+        weights = torch.tensor([p.eta ** (u + 1) for u in range(stage)], dtype=x.dtype)
+        weights = weights / weights.sum()
+        lam = torch.tensor(p.lambdas[:stage], dtype=x.dtype)
+        per_u = d0s + torch.stack(d1s) + lam * torch.stack(Rs)  # (28)-(29)
+        loss = (weights * per_u).sum()  # (27)
+        stats = {
+            "d0": d0s.detach(),
+            "d1": torch.stack(d1s).detach(),
+            "R": torch.stack(Rs).detach(),
+            "idx": torch.stack(idxs),
+            "z": z.detach(),
+        }
+        return loss, stats
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, v: int, flip_mu: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Hard-path reconstruction through codebook ``v`` (0-based); bits flipped with
+        probability ``flip_mu [N, B]`` if given (``generator`` draws the flips)."""
+        z = self.encoder(x)
+        hw = z.shape[-2:]
+        idx = self.quantize_indices(z, v)
+        if flip_mu is not None:
+            bits = self.bits[idx]  # [b, N, B]
+            flips = (torch.rand(bits.shape, generator=generator) < flip_mu[None]).float()
+            bits = (bits + flips) % 2
+            idx = (bits * (2 ** torch.arange(self.preset.B - 1, -1, -1, dtype=torch.float32))).sum(-1).long()
+        return self.decoder(self.lookup(idx, v, hw))

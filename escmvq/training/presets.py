@@ -1,0 +1,146 @@
+"""Training presets (dataclasses). ``get_preset(name)`` returns "paper", "cpu" or "tiny".
+
+Any preset trains any dataset: the trainer replaces ``image_size`` by the dataset's
+tile size (32x32 for CIFAR, 96x96 for STL-10), which fixes ``N = (H/4)*(W/4)``.
+
+Decisions the paper leaves open (see ``docs`` in the README training section):
+
+- ``epochs_per_stage``: Algorithm 1 says "while not converged" per stage and the paper
+  trains 128 epochs in total. Stage v runs the decoder v times per step, so later stages
+  cost more; the split is recorded here.
+- ``steps_per_epoch``: an "epoch" may be capped at this many batches (None = one full
+  pass) so that small budgets still checkpoint often.
+- ``mu_init``: initial bit-flip probability of codebook 1 (the paper: "randomly
+  initialise"); a small value so the decoder does not start on pure noise.
+- Losses are means over elements (d0 over pixels of the normalised image, d1 over
+  latent elements), as in the reference VQ-VAE implementation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["Preset", "get_preset", "preset_from_dict", "PRESET_NAMES"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # network (VQ-VAE of [19])
+    hidden: int = 256
+    res_hidden: int = 256
+    res_blocks: int = 2
+    # product VQ
+    D: int = 4
+    B: int = 9
+    V: int = 5
+    image_size: tuple[int, int] = (32, 32)
+    # BSC / multi-codebook training
+    mu_min: tuple[float, ...] = (0.0005, 0.001, 0.0045, 0.02, 0.05)
+    lambdas: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0)  # 2^(v-1)/8
+    eta: float = 0.8
+    beta: float = 0.25
+    mu_init: float = 0.01
+    tau0: float = 0.5
+    tau_decay: float = 0.003  # tau <- tau * exp(-tau_decay) ...
+    tau_every: int = 100  # ... every tau_every iterations
+    # optimisation
+    batch_size: int = 64
+    lr: float = 1e-3  # networks and codebooks
+    lr_mu: float = 1e-2
+    epochs_per_stage: tuple[int, ...] = (64, 16, 16, 16, 16)
+    steps_per_epoch: int | None = None
+    # codebook health
+    data_init: bool = True  # codebook 1 := random encoder outputs at the start
+    dead_restart_every: int = 100  # steps between dead-code checks (0 = off)
+    dead_min_count: int = 1  # a codeword used fewer times in the window is dead ...
+    dead_min_frac: float = 0.03  # ... or fewer than this fraction of the uniform share (window/K)
+    # evaluation during training
+    eval_images: int = 1000
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        h, w = self.image_size
+        return h // 4, w // 4
+
+    @property
+    def N(self) -> int:
+        h, w = self.latent_hw
+        return h * w
+
+    @property
+    def K(self) -> int:
+        return 2**self.B
+
+    @property
+    def total_epochs(self) -> int:
+        return int(sum(self.epochs_per_stage))
+
+    def validate(self) -> "Preset":
+        V = self.V
+        if len(self.mu_min) != V or len(self.lambdas) != V or len(self.epochs_per_stage) != V:
+            raise ValueError(
+                f"preset {self.name}: mu_min, lambdas and epochs_per_stage need V={V} entries"
+            )
+        if any(not 0 < m < 0.5 for m in self.mu_min):
+            raise ValueError(f"preset {self.name}: mu_min must lie in (0, 0.5)")
+        h, w = self.image_size
+        if h % 4 or w % 4 or h <= 0 or w <= 0:
+            raise ValueError(f"preset {self.name}: image size {h}x{w} must be a positive multiple of 4")
+        if not 1 <= self.B <= 16:
+            raise ValueError(f"preset {self.name}: B must be 1..16")
+        return self
+
+    def replace(self, **kw) -> "Preset":
+        return dataclasses.replace(self, **kw).validate()
+
+
+_PRESETS: dict[str, Preset] = {
+    # The paper's setting (Sec. V): 256 hidden units, batch 64, 128 epochs, Adam 1e-3 / 1e-2.
+    "paper": Preset(name="paper"),
+    # Narrower and shorter, for the 2-core CPU machine (~75 min of training on CIFAR-10
+    # with ``--budget-minutes 75``; the epoch counts are upper bounds). An "epoch" here is
+    # 390 batches (half a CIFAR-10 pass, ~2-3 min) so checkpoints come often. Most of the
+    # budget goes to stage 1 (codebook 1 sets the clean quality); stage v runs the decoder
+    # v times per step, so later stages get fewer steps (DEFAULT_STAGE_SHARE in trainer.py).
+    "cpu": Preset(
+        name="cpu",
+        hidden=128,
+        res_hidden=64,
+        batch_size=64,
+        epochs_per_stage=(16, 4, 4, 4, 4),
+        steps_per_epoch=390,
+        eval_images=1000,
+    ),
+    # For tests: a few seconds end to end.
+    "tiny": Preset(
+        name="tiny",
+        hidden=16,
+        res_hidden=8,
+        res_blocks=1,
+        batch_size=8,
+        epochs_per_stage=(1, 1, 1, 1, 1),
+        steps_per_epoch=2,
+        dead_restart_every=2,
+        eval_images=16,
+    ),
+}
+
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return _PRESETS[name].validate()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
+
+
+def preset_from_dict(d: dict) -> Preset:
+    """Inverse of ``dataclasses.asdict`` (lists back to tuples, unknown keys rejected)."""
+    names = {f.name for f in dataclasses.fields(Preset)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"preset: unknown fields {sorted(unknown)}")
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+    return Preset(**kw).validate()

@@ -1,0 +1,411 @@
+"""Algorithm 1: sequential multi-codebook training, with checkpoints, resume and DDP.
+
+Stage v (1-based) trains codebooks 1..v with loss (27); at its start codebook v and mu^(v)
+are copied from v-1 (Algorithm 1). A stage ends after ``preset.epochs_per_stage[v-1]``
+epochs or, with a wall-clock budget, when its share ``budget * stage_share[v-1]`` is spent.
+
+Codebook health: codebook 1 is initialised from encoder outputs (``preset.data_init``), and
+every ``preset.dead_restart_every`` steps a codeword of a trained codebook that was chosen
+fewer than ``preset.dead_min_count`` times in that window is reset to a random encoder
+sub-vector of the current batch (its Adam moments are zeroed). Per epoch the log shows
+perplexity and dead codewords per codebook.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from escmvq.core import pvq
+from escmvq.training import quantizer as Q
+from escmvq.training.checkpoint import load_checkpoint, save_checkpoint
+from escmvq.training.data import ImageSet
+from escmvq.training.ddp import rank_world
+from escmvq.training.model import ESCMVQ
+from escmvq.training.presets import Preset
+
+__all__ = ["TrainConfig", "train", "psnr_per_image", "to_input", "encode_all", "compute_distortion",
+           "DEFAULT_STAGE_SHARE"]
+
+# Share of a wall-clock budget per stage (stage v costs about 1 + v network passes per step).
+DEFAULT_STAGE_SHARE = (0.48, 0.11, 0.12, 0.13, 0.16)
+
+
+@dataclass
+class TrainConfig:
+    preset: Preset
+    data: ImageSet
+    out: Path
+    seed: int = 0
+    resume: bool = False
+    budget_minutes: float | None = None
+    stage_share: tuple[float, ...] = DEFAULT_STAGE_SHARE
+    threads: int | None = None
+    log_every: int = 50
+    distortion_images: int | None = None  # None: whole training set
+    dead_restart: bool | None = None  # None: preset's setting
+    data_init: bool | None = None
+    progress: bool = True
+    console: object = None
+    extra: dict = field(default_factory=dict)
+
+
+def to_input(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[b, H, W, 3]`` -> normalised float ``[b, 3, H, W]``."""
+    x = x_u8.permute(0, 3, 1, 2).float() / 255.0
+    return (x - mean[None, :, None, None]) / std[None, :, None, None]
+
+
+def psnr_per_image(x_u8: torch.Tensor, xh_norm: torch.Tensor, mean, std) -> torch.Tensor:
+    """PSNR (52) per image, MAX = 255, of the decoder output rounded to 8 bits."""
+    xh = (xh_norm * std[None, :, None, None] + mean[None, :, None, None]).clamp(0, 1)
+    xh = torch.round(xh * 255.0)
+    ref = x_u8.permute(0, 3, 1, 2).float()
+    mse = ((xh - ref) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
+def _dist() -> tuple[int, int]:
+    return rank_world()
+
+
+@torch.no_grad()
+def encode_all(model: ESCMVQ, images: np.ndarray, mean, std, batch: int = 256):
+    """Yield ``zs [b, N, D]`` numpy latents of ``images`` (for the distortion table)."""
+    for i in range(0, len(images), batch):
+        x = to_input(torch.from_numpy(images[i:i + batch]), mean, std)
+        z = model.encoder(x)
+        yield Q.to_subvectors(z).numpy().astype(np.float64)
+
+
+def compute_distortion(model: ESCMVQ, images: np.ndarray, mean, std) -> np.ndarray:
+    """Table (31) ``[V, N]`` with the numpy :func:`escmvq.core.pvq.distortion_table`."""
+    cb = model.codebooks.detach().numpy().astype(np.float64)
+    mu = model.mu().detach().numpy().astype(np.float64)
+    return pvq.distortion_table(encode_all(model, images, mean, std), cb, mu)
+
+
+@torch.no_grad()
+def evaluate(model: ESCMVQ, images: np.ndarray, mean, std, stages: int, batch: int = 250) -> dict:
+    """Clean PSNR per codebook, usage (perplexity, dead) per codebook on ``images``."""
+    model.eval()
+    p = model.preset
+    ps = [[] for _ in range(stages)]
+    counts = torch.zeros(stages, p.K, dtype=torch.long)
+    for i in range(0, len(images), batch):
+        xu = torch.from_numpy(images[i:i + batch])
+        x = to_input(xu, mean, std)
+        z = model.encoder(x)
+        for v in range(stages):
+            idx = model.quantize_indices(z, v)
+            counts[v] += torch.bincount(idx.flatten(), minlength=p.K)
+            xh = model.decoder(model.lookup(idx, v, z.shape[-2:]))
+            ps[v].append(psnr_per_image(xu, xh, mean, std))
+    model.train()
+    return {
+        "psnr": [float(torch.cat(a).mean()) for a in ps],
+        "perplexity": [Q.perplexity(c) for c in counts],
+        "dead": [int((c == 0).sum()) for c in counts],
+    }
+
+
+def _mu_stats(model: ESCMVQ, stages: int) -> list[dict]:
+    mu = model.mu().detach()
+    return [{"mean": float(mu[v].mean()), "median": float(mu[v].median()),
+             "min": float(mu[v].min()), "max": float(mu[v].max())} for v in range(stages)]
+
+
+class _Log:
+    def __init__(self, console, rank):
+        self.console = console
+        self.rank = rank
+
+    def __call__(self, msg: str):
+        if self.rank == 0 and self.console is not None:
+            self.console.print(msg, highlight=False, soft_wrap=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run Algorithm 1 as configured; returns the summary dict (also saved in the checkpoint)."""
+    rank, world = _dist()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    preset = cfg.preset.replace(image_size=cfg.data.image_size)
+    log = _Log(cfg.console, rank)
+    out = Path(cfg.out)
+    last = out / "last.ckpt"
+    dead_restart = preset.dead_restart_every > 0 if cfg.dead_restart is None else cfg.dead_restart
+    data_init = preset.data_init if cfg.data_init is None else cfg.data_init
+
+    norm = cfg.data.normalisation()
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    train_u8 = torch.from_numpy(cfg.data.train)
+    eval_imgs = cfg.data.test[: preset.eval_images] if len(cfg.data.test) else cfg.data.train[: preset.eval_images]
+
+    model = ESCMVQ(preset)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # gumbel noise, restarts
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # same permutation on every rank
+    stage, epoch, step = 1, 0, 0
+    stage_done = False
+    stage_elapsed = [0.0] * preset.V
+    history: list[dict] = []
+    resumed = None
+
+    def make_opt(m):
+        return torch.optim.Adam([
+            {"params": list(m.encoder.parameters()) + list(m.decoder.parameters()) + [m.codebooks], "lr": preset.lr},
+            {"params": [m.mu_raw], "lr": preset.lr_mu},
+        ])
+
+    opt = make_opt(model)
+    if cfg.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+        model, ck = load_checkpoint(last)
+        model.train()
+        if tuple(ck["preset"]["image_size"]) != tuple(preset.image_size):
+            raise ValueError(f"--resume: checkpoint image size {ck['preset']['image_size']} != dataset {preset.image_size}")
+        preset = model.preset
+        opt = make_opt(model)
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
+        stage, epoch, step = int(ck["stage"]), int(ck["epoch"]), int(ck["step"])
+        stage_done = bool(ck.get("stage_done", False))
+        stage_elapsed = list(ck.get("stage_elapsed", stage_elapsed))
+        history = list(ck.get("history", []))
+        if "rng" in ck:
+            gen.set_state(ck["rng"]["gumbel"])
+            data_gen.set_state(ck["rng"]["data"])
+        norm = ck.get("normalisation", norm)
+        resumed = (stage, epoch)
+        log(f"resumed from {last}: stage {stage}, epoch {epoch} done, step {step}")
+
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        for t in list(model.parameters()):
+            dist.broadcast(t.data, 0)
+        ddp_model = DDP(model)
+
+    budget_s = cfg.budget_minutes * 60.0 if cfg.budget_minutes else None
+    shares = cfg.stage_share
+    n_train = len(train_u8)
+    per_rank = preset.batch_size
+    steps_full = max(1, n_train // (per_rank * world))
+    steps_per_epoch = min(steps_full, preset.steps_per_epoch or steps_full)
+    t_start = time.time()
+
+    def save(tag_stage, tag_epoch, done, final=False):
+        if rank != 0:
+            return
+        extra = dict(
+            normalisation=norm, dataset=cfg.data.name, stage=tag_stage, epoch=tag_epoch, step=step,
+            stage_done=done, stage_elapsed=stage_elapsed, history=history, seed=cfg.seed,
+            optimizer=opt.state_dict(),
+            rng={"gumbel": gen.get_state(), "data": data_gen.get_state()},
+            dead_restart=dead_restart, data_init=data_init,
+        )
+        extra.update(cfg.extra)
+        save_checkpoint(last, model, preset, **extra)
+
+    from contextlib import nullcontext
+
+    progress = None
+    if cfg.progress and rank == 0 and cfg.console is not None and getattr(cfg.console, "is_terminal", False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=cfg.console, transient=True)
+    ctx = progress if progress is not None else nullcontext()
+    log(f"preset {preset.name}: hidden {preset.hidden}, N={preset.N}, K={preset.K}, V={preset.V}, "
+        f"batch {per_rank}x{world}, {steps_per_epoch} steps/epoch, epochs/stage {list(preset.epochs_per_stage)}"
+        + (f", budget {cfg.budget_minutes:g} min (shares {list(shares)})" if budget_s else ""))
+
+    with ctx:
+        while stage <= preset.V:
+            if stage_done:
+                stage, epoch, stage_done = stage + 1, 0, False
+                if stage > preset.V:
+                    break
+            if epoch == 0 and (resumed is None or resumed != (stage, 0)):
+                # stage start (Algorithm 1)
+                if stage == 1:
+                    if data_init:
+                        idx = torch.randperm(n_train, generator=data_gen)[: max(per_rank, 256)]
+                        with torch.no_grad():
+                            z = model.encoder(to_input(train_u8[idx], mean, std))
+                        model.init_codebook_from_data(z, 0, gen)
+                else:
+                    model.copy_codebook(stage - 2, stage - 1)
+                if world > 1:
+                    dist.broadcast(model.codebooks.data, 0)
+                    dist.broadcast(model.mu_raw.data, 0)
+                log(f"[bold]stage {stage}/{preset.V}[/bold]: codebooks 1..{stage}, lambda={preset.lambdas[stage - 1]}, "
+                    f"mu_min={preset.mu_min[stage - 1]}" + (" (codebook and mu copied from stage-1)" if stage > 1 else ""))
+            resumed = None
+            stage_budget = budget_s * shares[stage - 1] if budget_s else None
+            budget_hit = False
+            while epoch < preset.epochs_per_stage[stage - 1]:
+                perm = torch.randperm(n_train, generator=data_gen)
+                counts = torch.zeros(stage, preset.K, dtype=torch.long)
+                ep_counts = torch.zeros(stage, preset.K, dtype=torch.long)
+                sums = torch.zeros(3, stage, dtype=torch.float64)
+                restarted = [0] * stage
+                t_ep = time.time()
+                task = progress.add_task(f"stage {stage} epoch {epoch + 1}", total=steps_per_epoch) if progress else None
+                n_steps = 0
+                for s in range(steps_per_epoch):
+                    base = (s * world + rank) * per_rank
+                    bidx = perm[base: base + per_rank]
+                    x = to_input(train_u8[bidx], mean, std)
+                    tau = Q.tau_at(step, preset.tau0, preset.tau_decay, preset.tau_every)
+                    t0 = time.time()
+                    loss, st = ddp_model(x, stage, tau, gen)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    n_steps += 1
+                    sums[0] += st["d0"].double()
+                    sums[1] += st["d1"].double()
+                    sums[2] += st["R"].double()
+                    for u in range(stage):
+                        c = torch.bincount(st["idx"][u].flatten(), minlength=preset.K)
+                        counts[u] += c
+                        ep_counts[u] += c
+                    if dead_restart and step % preset.dead_restart_every == 0:
+                        if world > 1:
+                            dist.all_reduce(counts)
+                        restarted = [a + b for a, b in zip(restarted, _restart_dead(model, opt, counts, st["z"], preset, gen))]
+                        if world > 1:
+                            dist.broadcast(model.codebooks.data, 0)
+                        counts.zero_()
+                    stage_elapsed[stage - 1] += time.time() - t0
+                    if progress is not None:
+                        progress.update(task, advance=1, description=(
+                            f"stage {stage} ep {epoch + 1} d0 {float(st['d0'][0]):.4f} d1 {float(st['d1'][0]):.4f} tau {tau:.3f}"))
+                    elif cfg.log_every and step % cfg.log_every == 0:
+                        log(f"  step {step} stage {stage} ep {epoch + 1} [{s + 1}/{steps_per_epoch}] "
+                            f"loss {float(loss.detach()):.4f} d0 {_fmt(st['d0'])} d1 {_fmt(st['d1'])} tau {tau:.3f} "
+                            f"{per_rank * world * n_steps / (time.time() - t_ep):.0f} img/s")
+                    if stage_budget is not None and stage_elapsed[stage - 1] >= stage_budget:
+                        budget_hit = True
+                        break
+                if progress is not None:
+                    progress.remove_task(task)
+                epoch += 1
+                ev = evaluate(model, eval_imgs, mean, std, stage) if rank == 0 else None
+                ips = per_rank * world * n_steps / max(time.time() - t_ep, 1e-9)
+                rec = {
+                    "stage": stage, "epoch": epoch, "step": step, "tau": tau,
+                    "d0": (sums[0] / max(n_steps, 1)).tolist(), "d1": (sums[1] / max(n_steps, 1)).tolist(),
+                    "R": (sums[2] / max(n_steps, 1)).tolist(), "img_per_s": ips,
+                    "train_perplexity": [Q.perplexity(c) for c in ep_counts],
+                    "train_dead": [int((c == 0).sum()) for c in ep_counts],
+                    "restarted": restarted, "mu": _mu_stats(model, stage),
+                    "elapsed_s": time.time() - t_start,
+                }
+                if ev is not None:
+                    rec.update({"eval_psnr": ev["psnr"], "eval_perplexity": ev["perplexity"], "eval_dead": ev["dead"]})
+                history.append(rec)
+                if rank == 0:
+                    log(_epoch_line(rec))
+                done = budget_hit or epoch >= preset.epochs_per_stage[stage - 1]
+                save(stage, epoch, done)
+                if budget_hit:
+                    log(f"stage {stage}: wall-clock share used ({stage_elapsed[stage - 1] / 60:.1f} min), next stage")
+                    break
+            stage_done = True
+    summary = {"history": history, "preset": preset.name, "dataset": cfg.data.name,
+               "train_seconds": time.time() - t_start, "stage_seconds": stage_elapsed}
+    if rank == 0:
+        summary["final"] = history[-1] if history else None
+    return {"model": model, "preset": preset, "normalisation": norm, "summary": summary, "last": last}
+
+
+def _fmt(t: torch.Tensor) -> str:
+    return "/".join(f"{float(v):.4f}" for v in t)
+
+
+def _epoch_line(r: dict) -> str:
+    parts = [f"stage {r['stage']} epoch {r['epoch']} step {r['step']} tau {r['tau']:.3f} {r['img_per_s']:.0f} img/s "
+             f"({r['elapsed_s'] / 60:.1f} min)"]
+    for u in range(len(r["d0"])):
+        m = r["mu"][u]
+        s = (f"  cb{u + 1}: d0 {r['d0'][u]:.4f} d1 {r['d1'][u]:.4f} R {r['R'][u]:.4f}")
+        if "eval_psnr" in r:
+            s += f" psnr {r['eval_psnr'][u]:.2f} dB ppl {r['eval_perplexity'][u]:.0f} dead(eval) {r['eval_dead'][u]}"
+        s += (f" dead(train) {r['train_dead'][u]} restarted {r['restarted'][u]}"
+              f" mu mean {m['mean']:.4f} med {m['median']:.4f} [{m['min']:.4f}, {m['max']:.4f}]")
+        parts.append(s)
+    return "\n".join(parts)
+
+
+@torch.no_grad()
+def _restart_dead(model: ESCMVQ, opt, counts: torch.Tensor, z: torch.Tensor, preset: Preset, gen) -> list[int]:
+    """Reset rarely used codewords (fewer than ``max(dead_min_count, dead_min_frac * window / K)``
+    uses in the window) to random sub-vectors of the current batch; zero their Adam moments."""
+    zs = Q.to_subvectors(z).reshape(-1, preset.D)
+    n = []
+    state = opt.state.get(model.codebooks, {})
+    for u in range(counts.shape[0]):
+        thr = max(float(preset.dead_min_count), preset.dead_min_frac * float(counts[u].sum()) / preset.K)
+        dead = torch.nonzero(counts[u].double() < thr).flatten()
+        n.append(int(dead.numel()))
+        if dead.numel() == 0:
+            continue
+        sel = torch.randint(0, zs.shape[0], (dead.numel(),), generator=gen)
+        noise = 0.01 * zs.std() * torch.randn(dead.numel(), preset.D, generator=gen)
+        model.codebooks.data[u, dead] = zs[sel] + noise
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][u, dead] = 0.0
+    return n
+
+
+def synthetic_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Smooth random uint8 images ``[n, size, size, 3]`` (for tests; no dataset needed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.float64)
+    for i in range(n):
+        f = rng.uniform(0.5, 3.0, (3, 2))
+        ph = rng.uniform(0, 2 * np.pi, (3,))
+        for c in range(3):
+            out[i, :, :, c] = 0.5 + 0.4 * np.sin(2 * np.pi * (f[c, 0] * xx + f[c, 1] * yy) + ph[c])
+    out += rng.normal(0, 0.03, out.shape)
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def build_tiny_checkpoint(path, images: np.ndarray | None = None, seed: int = 0, preset: str = "tiny") -> Path:
+    """Train the ``tiny`` preset for a few steps on ``images`` (default: 48 synthetic 32x32
+    images) and write a complete checkpoint (trained mu, distortion table (31)) to ``path``.
+    Takes a few seconds; meant for tests of the exporter and runtime."""
+    from escmvq.training.presets import get_preset
+
+    path = Path(path)
+    if images is None:
+        images = synthetic_images(48, 32, seed)
+    n_test = max(1, len(images) // 6)
+    data = ImageSet("synthetic", images[n_test:], images[:n_test])
+    res = train(TrainConfig(preset=get_preset(preset), data=data, out=path.parent / (path.name + ".run"),
+                            seed=seed, progress=False, console=None))
+    model, pre, norm = res["model"], res["preset"], res["normalisation"]
+    model.eval()
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    table = compute_distortion(model, data.train, mean, std)
+    out = save_checkpoint(path, model, pre, normalisation=norm, distortion=table, dataset=data.name,
+                          stage=pre.V, epoch=pre.epochs_per_stage[-1], history=res["summary"]["history"], seed=seed)
+    import shutil
+
+    shutil.rmtree(path.parent / (path.name + ".run"), ignore_errors=True)
+    return out

@@ -1,0 +1,113 @@
+"""BER model (33), its inverse (38), the exact Gray-QAM model, Monte Carlo checks."""
+import numpy as np
+import pytest
+from scipy import special
+
+from escmvq.core import ber, channels, qam
+
+ORDERS = (2, 4, 6, 8)
+
+
+def test_eq33_closed_forms():
+    q = np.linspace(0, 30, 50)
+    np.testing.assert_allclose(ber.ber_qam(q, 1.0, 2), 0.5 * special.erfc(np.sqrt(q / 2)), rtol=1e-13)
+    x = np.sqrt(3 * q / (2 * 15))
+    np.testing.assert_allclose(ber.ber_qam(q, 1.0, 4), 3 / 8 * special.erfc(x) + 2 / 8 * special.erfc(3 * x), rtol=1e-13)
+    # p and gamma enter only through their product
+    np.testing.assert_allclose(ber.ber_qam(q, 2.0, 6), ber.ber_qam(2 * q, 1.0, 6), rtol=1e-13)
+    np.testing.assert_allclose(ber.ber_at_zero(np.array(ORDERS)), [0.5, 0.625, 13 / 24, 29 / 64])
+
+
+@pytest.mark.parametrize("model", [ber.Eq33(), ber.GrayQamExact()], ids=lambda m: m.name)
+@pytest.mark.parametrize("m", ORDERS)
+def test_inverse_exact_to_1e9(model, m):
+    mu = np.concatenate([np.logspace(-8, np.log10(0.5), 3000), [0.5, 1e-8, 0.3, 0.45, 0.4531249]])
+    q = model.power(mu, m)
+    assert q.shape == mu.shape and np.all(q >= 0) and np.all(np.isfinite(q))
+    f0 = model.at_zero(m)
+    assert abs(model.ber(0.0, m) - f0) < 1e-15
+    need = mu < f0
+    assert np.all(q[~need] == 0)  # no power needed
+    assert np.all(q[need] > 0)
+    rel = np.abs(model.ber(q[need], m) - mu[need]) / mu[need]
+    assert rel.max() < 1e-9
+    # least power: slightly less power misses the target
+    qq = q[need] * (1 - 1e-6)
+    assert np.all(model.ber(qq, m) > mu[need])
+    # monotone: smaller mu needs more power
+    order = np.argsort(mu[need])
+    assert np.all(np.diff(q[need][order]) <= 0)
+
+
+def test_inverse_vectorised_over_orders_and_shapes():
+    rng = np.random.default_rng(0)
+    mu = rng.uniform(1e-6, 0.5, (3, 4, 5))
+    m = rng.choice(ORDERS, (3, 4, 5))
+    q = ber.power_for_ber(mu, m)
+    for idx in np.ndindex(mu.shape):
+        assert q[idx] == pytest.approx(float(ber.power_for_ber(mu[idx], int(m[idx]))), rel=1e-12, abs=0)
+    # one element's result does not depend on the rest of the batch
+    np.testing.assert_array_equal(ber.power_for_ber(mu[0], m[0]), q[0])
+
+
+def test_inverse_bad_input():
+    for bad in (0.0, -1e-3, 0.51, np.nan):
+        with pytest.raises(ValueError, match="mu"):
+            ber.power_for_ber(np.array([0.1, bad]), 4)
+    with pytest.raises(ValueError, match="m"):
+        ber.power_for_ber(0.1, 3)
+    with pytest.raises(ValueError, match="gamma"):
+        ber.ber_qam(1.0, 0.0, 2)
+    with pytest.raises(ValueError, match="ber_model"):
+        ber.get_model("nope")
+
+
+def test_cho_yoon_matches_eq33_structure():
+    # 16-QAM average: (3 erfc(x) + 2 erfc(3x) - erfc(5x)) / 8
+    w, d = ber.cho_yoon_coeffs(4)
+    np.testing.assert_allclose(w.mean(0), [3 / 8, 2 / 8, -1 / 8])
+    E = ber.GrayQamExact()
+    for m in ORDERS:
+        assert E.ber(0.0, m) == pytest.approx(0.5)
+        assert np.allclose(E.ber_positions(0.0, m), 0.5)
+        q = np.logspace(0, 3, 20)
+        np.testing.assert_allclose(E.ber_positions(q, m).mean(-1), E.ber(q, m), rtol=1e-12)
+        # (33) is within 1.5% of the exact average wherever BER < 0.3
+        e = E.ber(q, m)
+        ok = e < 0.3
+        assert np.all(np.abs(ber.EQ33.ber(q, m)[ok] / e[ok] - 1) < 0.015)
+
+
+def _simulate(m, q, n_sym, rng):
+    bits = rng.integers(0, 2, (n_sym, m), dtype=np.uint8)
+    s = qam.map_bits(bits, m)[None, :]
+    y = channels.apply(s, channels.awgn_gain(1), np.array([q]), rng, noise_var=1.0)
+    bh = qam.demap_hard(channels.equalize(y, channels.awgn_gain(1), np.array([q]))[0], m)
+    return (bh != bits).mean(axis=0)
+
+
+# symbol SNRs (dB) per order that give BERs between ~1e-3 and ~0.2
+SNRS = {2: (0.0, 6.0), 4: (6.0, 12.0), 6: (12.0, 18.0), 8: (18.0, 24.0)}
+
+
+@pytest.mark.parametrize("m", ORDERS)
+def test_monte_carlo_ber(m):
+    rng = np.random.default_rng(100 + m)
+    n_sym = 60000
+    E = ber.GrayQamExact()
+    for db in SNRS[m]:
+        q = 10 ** (db / 10)
+        sim = _simulate(m, q, n_sym, rng)
+        # per position: exact (Cho & Yoon) within 5 sigma
+        ref = E.ber_positions(q, m)
+        sig = np.sqrt(ref * (1 - ref) / n_sym)
+        assert np.all(np.abs(sim - ref) < 5 * sig + 1e-4), (db, sim, ref)
+        # average: (33) within its known accuracy (<= 1.5% here) plus 5 sigma
+        avg, ref33 = sim.mean(), float(ber.ber_qam(q, 1.0, m))
+        sig = np.sqrt(ref33 * (1 - ref33) / (n_sym * m))
+        assert abs(avg - ref33) < 0.015 * ref33 + 5 * sig, (db, avg, ref33)
+        # and the inverse sends exactly what the target needs: simulate at power_for_ber
+    mu = 0.02
+    q = float(ber.power_for_ber(mu, m))
+    sim = _simulate(m, q, n_sym, rng).mean()
+    assert abs(sim - mu) < 0.015 * mu + 5 * np.sqrt(mu * (1 - mu) / (n_sym * m))

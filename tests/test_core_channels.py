@@ -1,0 +1,74 @@
+"""Channels: generate/apply split, seeding, statistics, equalisation, eq. (53)."""
+import numpy as np
+import pytest
+
+from escmvq.core import channels, qam
+
+
+def test_rayleigh_seeded_and_unit_power():
+    h1 = channels.rayleigh(np.random.default_rng(3), 20000)
+    h2 = channels.rayleigh(np.random.default_rng(3), 20000)
+    assert h1.dtype == np.complex64 and h1.shape == (20000,)
+    np.testing.assert_array_equal(h1, h2)
+    assert abs(np.mean(np.abs(h1) ** 2) - 1) < 0.05
+    assert abs(np.mean(h1)) < 0.03
+    # |h|^2 ~ Exp(1): P(|h|^2 < 0.1) = 1 - e^-0.1
+    assert abs(np.mean(np.abs(h1) ** 2 < 0.1) - (1 - np.exp(-0.1))) < 0.01
+
+
+def test_apply_noise_statistics_and_equalize():
+    rng = np.random.default_rng(0)
+    batch, T = 64, 400
+    s = qam.map_bits(rng.integers(0, 2, (batch, T, 4), dtype=np.uint8), 4)
+    h = channels.rayleigh(rng, batch)
+    p = rng.uniform(0.5, 3.0, T)
+    y = channels.apply(s, h, p, np.random.default_rng(1), noise_var=0.5)
+    assert y.shape == (batch, T) and y.dtype == np.complex64
+    n = y - h[:, None] * np.sqrt(p) * s
+    assert abs(np.mean(np.abs(n) ** 2) - 0.5) < 0.02
+    assert abs(np.mean(n.real**2) - np.mean(n.imag**2)) < 0.02
+    # noiseless limit: equalize recovers s
+    y0 = h[:, None] * np.sqrt(p) * s
+    np.testing.assert_allclose(channels.equalize(y0, h, p), s, atol=1e-4)
+    nv = channels.effective_noise_var(h, p, 0.5)
+    np.testing.assert_allclose(nv, 0.5 / (np.abs(h.astype(complex))[:, None] ** 2 * p), rtol=1e-6)
+    # same rng seed -> same noise
+    np.testing.assert_array_equal(y, channels.apply(s, h, p, np.random.default_rng(1), noise_var=0.5))
+
+
+def test_awgn_and_zero_power():
+    s = np.ones((2, 3), np.complex64)
+    h = channels.awgn_gain(2)
+    assert h.dtype == np.complex64 and np.all(h == 1)
+    y = channels.apply(s, h, np.array([1.0, 0.0, 4.0]), np.random.default_rng(0))
+    e = channels.equalize(y, h, np.array([1.0, 0.0, 4.0]))
+    assert np.all(e[:, 1] == 0)
+    assert np.all(np.isinf(channels.effective_noise_var(h, np.array([1.0, 0.0, 4.0]))[:, 1]))
+
+
+def test_snr_definition_eq53():
+    assert channels.snr_db_to_ptot(0.0, 576) == pytest.approx(576.0)
+    assert channels.snr_db_to_ptot(10.0, 576) == pytest.approx(5760.0)
+    assert channels.snr_db_to_ptot(10.0, 576, noise_var=2.0) == pytest.approx(11520.0)
+    # round trip through (53): SNR = P_tot E[gamma] / (N B), E[gamma] = 1 / noise_var
+    p = channels.snr_db_to_ptot(np.array([-5.0, 7.0]), 100, noise_var=0.25)
+    np.testing.assert_allclose(10 * np.log10(p * (1 / 0.25) / 100), [-5.0, 7.0])
+    assert channels.channel_gamma(2.0 + 0j, 0.5) == pytest.approx(8.0)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="rng"):
+        channels.rayleigh(np.random.RandomState(0), 3)
+    s = np.ones((2, 3), np.complex64)
+    with pytest.raises(ValueError, match="powers"):
+        channels.apply(s, channels.awgn_gain(2), np.array([1.0, -1.0, 1.0]), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="powers"):
+        channels.apply(s, channels.awgn_gain(2), np.ones(4), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="h"):
+        channels.apply(s, channels.awgn_gain(3), np.ones(3), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="noise_var"):
+        channels.apply(s, channels.awgn_gain(2), np.ones(3), np.random.default_rng(0), noise_var=0)
+    with pytest.raises(ValueError, match="n_bits"):
+        channels.snr_db_to_ptot(3.0, 0)
+    with pytest.raises(ValueError, match="snr_db"):
+        channels.snr_db_to_ptot(float("nan"), 10)

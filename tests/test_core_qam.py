@@ -94,6 +94,14 @@ def test_frame_round_trip(seed, half, batch):
     np.testing.assert_array_equal(qam.demap_frame(s, orders, bit_order), bits)
     llr = qam.demap_frame_llr(s, orders, bit_order, 0.01)
     np.testing.assert_array_equal((llr < 0).astype(np.uint8), bits)
+    # a symbol sent with no power (infinite noise after equalisation) carries LLR 0
+    nv = np.full((batch, orders.size), 0.01)
+    nv[:, 0] = np.inf
+    llr = qam.demap_frame_llr(s, orders, bit_order, nv)
+    pos0 = bit_order[: orders[0]]
+    assert np.all(llr[:, pos0] == 0)
+    rest = np.setdiff1d(np.arange(L), pos0)
+    np.testing.assert_array_equal((llr[:, rest] < 0).astype(np.uint8), bits[:, rest])
 
 
 def test_frame_layout_symbol_carries_next_bits_msb_first():

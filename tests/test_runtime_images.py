@@ -84,3 +84,22 @@ def test_psnr_and_side_by_side():
     assert psnr(a, a) == float("inf")
     assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / (255**2 / 48)))
     assert side_by_side(a, b, gap=2).shape == (4, 10, 3)
+
+
+def test_48bit_rgb_png(tmp_path):
+    """16-bit-per-channel RGB: Pillow decodes it to 8 bits (the high byte)."""
+    import struct
+    import zlib
+
+    a = np.random.default_rng(0).integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    raw = b"".join(b"\x00" + a[i].astype(">u2").tobytes() for i in range(5))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    p = tmp_path / "rgb48.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 16, 2, 0, 0, 0))
+                  + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    got = load_image(p)
+    assert got.dtype == np.uint8 and got.shape == (5, 7, 3)
+    assert np.abs(got.astype(int) - (a >> 8)).max() <= 1

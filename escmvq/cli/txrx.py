@@ -30,6 +30,8 @@ def tx_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Frame file (default: IMAGE stem + .tx)."),
     bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt, force: bool = ForceOpt,
+    received: bool = typer.Option(False, "--through-channel",
+                                  help="Apply the channel here and store the received samples (rx only decodes)."),
 ):
     """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx)."""
     snr_db, channel = parse_snr(snr), _channel(channel)
@@ -49,9 +51,15 @@ def tx_cmd(
         check_output(out, force)
         img = load_image(image)
         tx = Transmitter(bundle, device=device, precision="int8" if int8 else "fp32")
-        frame, _, _, _ = transmit_image(tx, img, snr_db, np.random.default_rng(seed), channel, per_image)
+        rng = np.random.default_rng(seed)
+        frame, _, _, _ = transmit_image(tx, img, snr_db, rng, channel, per_image)
+        if received:
+            from escmvq.runtime.link import through_channel
+
+            frame, _ = through_channel(frame, rng)
         atomic_write_bytes(out, frame.to_bytes(), force)
-        print(f"wrote {out}: {frame.n_tiles} tiles x {frame.n_symbols} channel uses, {channel}, SNR {snr_db:g} dB, "
+        print(f"wrote {out}: {'received' if received else 'transmitted'} samples, {frame.n_tiles} tiles x "
+              f"{frame.n_symbols} channel uses, {channel}, SNR {snr_db:g} dB, "
               f"bundle {tx.bundle.hash_hex[:12]}")
 
 
@@ -80,6 +88,8 @@ def rx_cmd(
         check_output(out, force)
         if not frame_path.is_file():
             raise FrameError(f"{frame_path}: no such file")
+        if frame_path.stat().st_size > 1 << 32:
+            raise FrameError(f"{frame_path}: {frame_path.stat().st_size} bytes is too large for a .tx frame")
         try:
             frame = parse(frame_path.read_bytes())
         except FrameError as e:
@@ -169,7 +179,84 @@ def _print_link(s: dict) -> None:
     con.print(f"side by side (input | output): {s['output']}")
 
 
+SocketOpt = typer.Option(None, "--socket", help="Unix socket path (default: a fresh one in the temp folder).")
+
+
+def stream_rx_cmd(
+    socket_path: Path = typer.Option(..., "--socket", help="Unix socket to listen on."),
+    outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
+    bundle: Optional[Path] = BundleOpt, seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt,
+):
+    """Receiver process: listen on a socket, apply the channel, decode each frame, write PNGs; one JSON line per image."""
+    with cli_errors():
+        from escmvq.runtime.stream import serve_receiver
+        from escmvq.runtime.threads import limit_blas_threads
+
+        limit_blas_threads(1)
+        if not outdir.is_dir():
+            fail(f"--outdir: {outdir} is not a folder")
+        serve_receiver(str(socket_path), bundle, outdir, seed, force, device)
+
+
+def stream_tx_cmd(
+    images: list[Path] = typer.Argument(..., help="Images to stream."),
+    snr: str = typer.Option(..., "--snr", help="SNR in dB."),
+    socket_path: Path = typer.Option(..., "--socket", help="Unix socket of a running `escmvq stream-rx`."),
+    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    seed: int = SeedOpt, device: str = DeviceOpt,
+):
+    """Transmitter process: stream IMAGES to a running receiver; one JSON line per image."""
+    snr_db, channel = parse_snr(snr), _channel(channel)
+    with cli_errors():
+        from escmvq.runtime.stream import run_transmitter
+        from escmvq.runtime.threads import limit_blas_threads
+
+        limit_blas_threads(1)
+        recs = run_transmitter(str(socket_path), images, snr_db, bundle, seed, channel, per_image, device)
+        if not all(r.get("ok") for r in recs):
+            fail(f"{sum(not r.get('ok') for r in recs)} of {len(recs)} images failed")
+
+
+def stream_cmd(
+    images: list[Path] = typer.Argument(..., help="Images to stream."),
+    snr: str = typer.Option(..., "--snr", help="SNR in dB."),
+    outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
+    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt,
+):
+    """Start a receiver process and stream IMAGES to it from this (transmitter) process."""
+    snr_db, channel = parse_snr(snr), _channel(channel)
+    with cli_errors():
+        import subprocess
+        import sys
+        import tempfile
+
+        from escmvq.runtime.stream import run_transmitter
+        from escmvq.runtime.threads import limit_blas_threads
+
+        limit_blas_threads(1)
+        if not outdir.is_dir():
+            fail(f"--outdir: {outdir} is not a folder")
+        sock = Path(tempfile.mkdtemp(prefix="escmvq-")) / "rx.sock"
+        cmd = [sys.executable, "-m", "escmvq.cli.main", "stream-rx", "--socket", str(sock), "--outdir", str(outdir),
+               "--seed", str(seed + 1), "--device", device] + (["--bundle", str(bundle)] if bundle else []) + \
+              (["--force"] if force else [])
+        rx = subprocess.Popen(cmd)
+        try:
+            recs = run_transmitter(str(sock), images, snr_db, bundle, seed, channel, per_image, device)
+            code = rx.wait(timeout=120)
+        finally:
+            if rx.poll() is None:
+                rx.terminate()
+            sock.parent.rmdir() if sock.parent.exists() and not any(sock.parent.iterdir()) else None
+        if code != 0 or not all(r.get("ok") for r in recs):
+            fail(f"stream: {sum(not r.get('ok') for r in recs)} of {len(recs)} images failed (receiver exit {code})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("tx")(tx_cmd)
     app.command("rx")(rx_cmd)
     app.command("link")(link_cmd)
+    app.command("stream")(stream_cmd)
+    app.command("stream-tx")(stream_tx_cmd)
+    app.command("stream-rx")(stream_rx_cmd)

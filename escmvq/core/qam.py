@@ -175,14 +175,15 @@ def demap_llr(y: np.ndarray, m: int, noise_var) -> np.ndarray:
 
     y : [...] complex (equalised ``y = s + n``, ``n ~ CN(0, noise_var)``).
     m : int in {2, 4, 6, 8}.
-    noise_var : float > 0 or array broadcastable to ``y.shape`` (e.g. ``1/(gamma*p_t)``).
+    noise_var : float > 0 or array broadcastable to ``y.shape`` (e.g. ``1/(gamma*p_t)``);
+        ``inf`` (a symbol sent with zero power) gives LLR 0.
     Returns ``[..., m]`` float32.
     """
     m = _check_order(m)
     y = np.asarray(y)
     nv = np.asarray(noise_var, dtype=np.float64)
-    if np.any(~np.isfinite(nv)) or np.any(nv <= 0):
-        raise ValueError("noise_var: expected finite values > 0")
+    if np.any(np.isnan(nv)) or np.any(nv <= 0):
+        raise ValueError("noise_var: expected values > 0 (inf allowed), got NaN or <= 0")
     try:
         nv = np.broadcast_to(nv, y.shape)
     except ValueError:

@@ -196,4 +196,4 @@ def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w) -> dic
     e8, d8 = make_session(folder / "encoder.int8.onnx"), make_session(folder / "decoder.int8.onnx")
     p32, p8 = _psnr01(run(enc_sess, dec_sess), images), _psnr01(run(e8, d8), images)
     return {"psnr_fp32_db": p32, "psnr_int8_db": p8, "psnr_cost_db": p32 - p8,
-            "scheme": "static QDQ, per-channel int8 weights, int8 activations (MinMax), argmin kept fp32 (numpy)"}
+            "scheme": "static QDQ, per-channel symmetric int8 weights, asymmetric uint8 activations (MinMax calibration), codebook search kept fp32 (numpy)"}

@@ -2,3 +2,7 @@
 
 This package must never import torch or ``escmvq.training`` (tests/test_no_torch.py).
 """
+from escmvq.core.alloc import Allocator, Plan, jcamp, jcap
+from escmvq.runtime.bundle import Bundle, BundleError, load_bundle
+from escmvq.runtime.receiver import Receiver
+from escmvq.runtime.transmitter import Transmitter

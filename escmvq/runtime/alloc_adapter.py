@@ -51,9 +51,10 @@ class Plan:
 class PlanCache:
     """``plan(p_tot, gamma)`` with a small LRU keyed by the exact float64 bits."""
 
-    def __init__(self, allocator, size: int = 4096):
+    def __init__(self, allocator, size: int = 4096, n_symbols: int | None = None, n_bits: int | None = None):
         self.allocator = allocator
         self.size = size
+        self.n_symbols, self.n_bits = n_symbols, n_bits
         self._cache: OrderedDict[tuple[float, float], Plan] = OrderedDict()
 
     def __call__(self, p_tot: float, gamma: float) -> Plan:
@@ -63,6 +64,12 @@ class PlanCache:
             p = self.allocator.plan(key[0], key[1])
             plan = Plan(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
                         np.asarray(p.powers, np.float64), np.asarray(p.bit_order, np.int64))
+            T, L = plan.orders.size, int(plan.orders.sum())
+            if (self.n_symbols is not None and T != self.n_symbols) or (self.n_bits is not None and L != self.n_bits) \
+                    or np.any(plan.powers < 0) or not np.all(np.isfinite(plan.powers)):
+                raise ValueError(f"allocator plan for P_tot={key[0]:g}, gamma={key[1]:g} has {T} symbols carrying {L} bits"
+                                 f" (min power {plan.powers.min():g}); the link needs exactly T={self.n_symbols} symbols,"
+                                 f" L={self.n_bits} bits and powers >= 0 (export with --variant exact)")
             self._cache[key] = plan
             if len(self._cache) > self.size:
                 self._cache.popitem(last=False)

@@ -33,6 +33,11 @@ def ort_version() -> str:
     return ort.__version__
 
 
+def trt_cache_dir(bundle_hash_hex: str) -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps its engines for a bundle."""
+    return Path(os.environ.get("ESCMVQ_CACHE", Path.home() / ".cache" / "escmvq")) / "trt" / bundle_hash_hex[:16]
+
+
 def used_provider(session) -> str:
     return session.get_providers()[0]
 
@@ -70,6 +75,7 @@ def make_session(model: str | os.PathLike, device: str = "cpu", threads: int | N
     if want == "TensorrtExecutionProvider":
         opts = {"trt_fp16_enable": bool(fp16 or device == "jetson")}
         if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
             opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
         providers = [(want, opts)]
     else:

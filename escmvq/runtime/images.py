@@ -4,9 +4,10 @@ mode conversion, tiling into the model's input size, reassembly, PSNR.
 Decisions (documented in the README):
 
 - Every image becomes 8-bit RGB. Grey, bilevel, palette, CMYK, YCbCr and LAB images are
-  converted by Pillow. 16-bit images (``I;16*``, ``I``) are scaled to 8 bits
-  (``round(v / 257)``). An alpha channel (RGBA, LA, PA, or a palette with transparency)
-  is flattened onto a white background. Floating-point images (mode ``F``) are rejected.
+  converted by Pillow. 16-bit grey images (``I;16*``, ``I``) are scaled to 8 bits
+  (``round(v / 257)``); 16-bit RGB PNGs are decoded by Pillow to 8 bits (high byte).
+  An alpha channel (RGBA, LA, PA, or a palette with transparency) is flattened onto a
+  white background. Floating-point images (mode ``F``) are rejected.
   EXIF orientation is applied. Animated images use their first frame.
 - An image is cut into tiles of the model's training size (e.g. 32x32) in raster order;
   the last row/column is padded by edge replication (so an image smaller than one tile

@@ -9,7 +9,7 @@ import numpy as np
 
 from escmvq.core import pvq
 from escmvq.runtime.alloc_adapter import PlanCache, gamma_of
-from escmvq.runtime.backends import make_session
+from escmvq.runtime.backends import make_session, trt_cache_dir
 from escmvq.runtime.bundle import Bundle, BundleError, load_bundle
 from escmvq.runtime.frame import Frame, FrameError
 from escmvq.runtime.modem import demodulate
@@ -37,8 +37,9 @@ class Receiver:
         name = "decoder.onnx" if precision == "fp32" else f"decoder.{precision}.onnx"
         if not self.bundle.has(name):
             raise BundleError(f"bundle has no {precision} decoder ({name}); export with --{precision}")
-        self.session = make_session(self.bundle.file(name), device=device, threads=threads)
-        self.plans = PlanCache(self.bundle.allocator)
+        cache = trt_cache_dir(self.bundle.hash_hex) if device in ("tensorrt", "jetson") else None
+        self.session = make_session(self.bundle.file(name), device=device, threads=threads, cache_dir=cache)
+        self.plans = PlanCache(self.bundle.allocator, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
 
@@ -77,3 +78,10 @@ class Receiver:
         t4 = time.perf_counter()
         t.update(allocate=t1 - t0, demodulate=t2 - t1, dequantize=t3 - t2, decode=t4 - t3)
         return RxResult(tiles=x, labels=labels, codebooks=cbs, timings=t)
+
+    def receive_frame(self, frame: Frame, rng: np.random.Generator) -> np.ndarray:
+        """A frame (the channel is applied with ``rng`` if it holds transmitted samples) ->
+        the reconstructed ``[H, W, 3]`` uint8 image. Refuses frames of another bundle."""
+        from escmvq.runtime.link import receive_frame
+
+        return receive_frame(self, frame, rng)[0]

@@ -13,7 +13,7 @@ import numpy as np
 
 from escmvq.core import pvq
 from escmvq.runtime.alloc_adapter import PlanCache, gamma_of
-from escmvq.runtime.backends import make_session
+from escmvq.runtime.backends import make_session, trt_cache_dir
 from escmvq.runtime.bundle import Bundle, load_bundle
 from escmvq.runtime.modem import modulate
 from escmvq.runtime.quantize import quantize, search_matrices
@@ -48,8 +48,9 @@ class Transmitter:
             from escmvq.runtime.bundle import BundleError
 
             raise BundleError(f"bundle has no {precision} encoder ({name}); export with --{precision}")
-        self.session = make_session(self.bundle.file(name), device=device, threads=threads)
-        self.plans = PlanCache(self.bundle.allocator)
+        cache = trt_cache_dir(self.bundle.hash_hex) if device in ("tensorrt", "jetson") else None
+        self.session = make_session(self.bundle.file(name), device=device, threads=threads, cache_dir=cache)
+        self.plans = PlanCache(self.bundle.allocator, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
         self._search = search_matrices(self.bundle.codebooks)
         self._B = int(self.bundle.model["B"])
 
@@ -86,3 +87,11 @@ class Transmitter:
         t4 = time.perf_counter()
         t.update(encode=t1 - t0, allocate=t2 - t1, quantize=t3 - t2, modulate=t4 - t3)
         return TxResult(samples=x, h=h, p_tot=float(p_tot), noise_var=float(noise_var), codebooks=cbs, labels=labels, timings=t)
+
+    def send_image(self, img: np.ndarray, snr_db: float, rng: np.random.Generator, channel: str = "rayleigh",
+                   per_image: bool = False, noise_var: float = 1.0):
+        """A whole ``[H, W, 3]`` uint8 image -> its transmitted :class:`~escmvq.runtime.frame.Frame`
+        (tiled; each tile its own fading draw unless ``per_image``)."""
+        from escmvq.runtime.link import transmit_image
+
+        return transmit_image(self, img, snr_db, rng, channel, per_image, noise_var)[0]

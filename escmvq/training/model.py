@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from escmvq.training import losses as L
 from escmvq.training import quantizer as Q
 from escmvq.training.presets import Preset
 
@@ -133,20 +134,16 @@ class ESCMVQ(nn.Module):
             logp = Q.transition_logprob(idx, mu[u], self.bits)
             e = Q.gumbel_softmax(logp, tau, generator)  # [b, N, K]
             zt = e @ cb  # sample (25), [b, N, D]
-            d1 = F.mse_loss(zt, zs.detach()) + p.beta * F.mse_loss(zs, zt.detach())
-            R = (mu[u] * torch.log(mu[u])).mean()  # (22)
+            d1 = L.d1(zs, zt, p.beta)
+            R = L.regulariser(mu[u])  # (22)
             zhat = zs + (zt - zs).detach()  # (14)
             zts.append(Q.from_subvectors(zhat, h, w))
             idxs.append(idx)
             d1s.append(d1)
             Rs.append(R)
         xh = self.decoder(torch.cat(zts, 0)).reshape(stage, *x.shape)
-        d0s = ((xh - x[None]) ** 2).flatten(1).mean(1)  # [stage]
-        weights = torch.tensor([p.eta ** (u + 1) for u in range(stage)], dtype=x.dtype)
-        weights = weights / weights.sum()
-        lam = torch.tensor(p.lambdas[:stage], dtype=x.dtype)
-        per_u = d0s + torch.stack(d1s) + lam * torch.stack(Rs)  # (28)-(29)
-        loss = (weights * per_u).sum()  # (27)
+        d0s = L.d0_per_codebook(xh, x)  # [stage]
+        loss = L.multi_codebook_loss(d0s, torch.stack(d1s), torch.stack(Rs), p.lambdas, p.eta)  # (27)-(29)
         stats = {
             "d0": d0s.detach(),
             "d1": torch.stack(d1s).detach(),

@@ -48,6 +48,10 @@ class Preset:
     batch_size: int = 64
     lr: float = 1e-3  # networks and codebooks
     lr_mu: float = 1e-2
+    # optional linear decay of the network/codebook learning rate over the last part of
+    # training (progress = spent budget, or completed epochs, over the total): 1.0 = off
+    lr_decay_from: float = 1.0
+    lr_final_frac: float = 1.0
     epochs_per_stage: tuple[int, ...] = (64, 16, 16, 16, 16)
     steps_per_epoch: int | None = None
     # codebook health
@@ -111,6 +115,8 @@ _PRESETS: dict[str, Preset] = {
         epochs_per_stage=(16, 4, 4, 4, 4),
         steps_per_epoch=390,
         eval_images=1000,
+        lr_decay_from=0.6,
+        lr_final_frac=0.2,
     ),
     # For tests: a few seconds end to end.
     "tiny": Preset(
@@ -137,10 +143,12 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_from_dict(d: dict) -> Preset:
-    """Inverse of ``dataclasses.asdict`` (lists back to tuples, unknown keys rejected)."""
+    """Inverse of ``dataclasses.asdict`` (lists back to tuples, unknown keys rejected).
+    Fields missing from ``d`` (older checkpoints) come from the named preset if it exists."""
     names = {f.name for f in dataclasses.fields(Preset)}
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"preset: unknown fields {sorted(unknown)}")
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+    base = dataclasses.asdict(_PRESETS[d["name"]]) if d.get("name") in _PRESETS else {}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in {**base, **d}.items()}
     return Preset(**kw).validate()

@@ -271,6 +271,7 @@ def train(cfg: TrainConfig) -> dict:
                     loss, st = ddp_model(x, stage, tau, gen)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    _set_lr(opt, preset, _progress(preset, stage_elapsed, budget_s, history))
                     opt.step()
                     step += 1
                     n_steps += 1
@@ -305,7 +306,7 @@ def train(cfg: TrainConfig) -> dict:
                 ev = evaluate(model, eval_imgs, mean, std, stage) if rank == 0 else None
                 ips = per_rank * world * n_steps / max(time.time() - t_ep, 1e-9)
                 rec = {
-                    "stage": stage, "epoch": epoch, "step": step, "tau": tau,
+                    "stage": stage, "epoch": epoch, "step": step, "tau": tau, "lr": opt.param_groups[0]["lr"],
                     "d0": (sums[0] / max(n_steps, 1)).tolist(), "d1": (sums[1] / max(n_steps, 1)).tolist(),
                     "R": (sums[2] / max(n_steps, 1)).tolist(), "img_per_s": ips,
                     "train_perplexity": [Q.perplexity(c) for c in ep_counts],
@@ -331,12 +332,30 @@ def train(cfg: TrainConfig) -> dict:
     return {"model": model, "preset": preset, "normalisation": norm, "summary": summary, "last": last}
 
 
+def _progress(preset: Preset, stage_elapsed, budget_s, history) -> float:
+    """Training progress in [0, 1]: spent budget, or completed epochs, over the total."""
+    if budget_s:
+        return min(1.0, sum(stage_elapsed) / budget_s)
+    return min(1.0, len(history) / max(preset.total_epochs, 1))
+
+
+def _set_lr(opt, preset: Preset, progress: float) -> None:
+    """Linear decay of the network/codebook rate from ``lr_decay_from`` to the end (to
+    ``lr_final_frac * lr``); the mu rate stays constant."""
+    f = 1.0
+    if preset.lr_decay_from < 1.0 and progress > preset.lr_decay_from:
+        t = (progress - preset.lr_decay_from) / (1.0 - preset.lr_decay_from)
+        f = 1.0 + t * (preset.lr_final_frac - 1.0)
+    opt.param_groups[0]["lr"] = preset.lr * f
+
+
 def _fmt(t: torch.Tensor) -> str:
     return "/".join(f"{float(v):.4f}" for v in t)
 
 
 def _epoch_line(r: dict) -> str:
-    parts = [f"stage {r['stage']} epoch {r['epoch']} step {r['step']} tau {r['tau']:.3f} {r['img_per_s']:.0f} img/s "
+    parts = [f"stage {r['stage']} epoch {r['epoch']} step {r['step']} tau {r['tau']:.3f} lr {r.get('lr', 0):.2g} "
+             f"{r['img_per_s']:.0f} img/s "
              f"({r['elapsed_s'] / 60:.1f} min)"]
     for u in range(len(r["d0"])):
         m = r["mu"][u]

@@ -16,9 +16,11 @@ def build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_mod
     variant = check_choice("variant", variant, VARIANTS)
     iter_max = check_iter_max(iter_max)
     d, m = check_tables(distortion, mu)
-    r, m_max, _ = check_rate(rate, m_max, m.shape[1] * m.shape[2])
-    if method == "jcap":
-        m_max = max(r, min(m_max, r))  # JCAP uses the single order R
+    if method == "jcap":  # JCAP uses the single order R: m_max = R
+        r, _, _ = check_rate(rate, 8, m.shape[1] * m.shape[2])
+        m_max = r
+    else:
+        r, m_max, _ = check_rate(rate, m_max, m.shape[1] * m.shape[2])
     model = _ber.get_model(ber_model)
     return Tables(d, m, r, m_max, model), method, variant, iter_max
 

@@ -6,8 +6,6 @@ See :mod:`escmvq.core.alloc.walkers` for the algorithms and the exact-variant re
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .common import DEFAULT_ITER_MAX, assemble, build_tables
 from .plan import Plan
 from .validate import check_budget

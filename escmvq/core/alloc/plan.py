@@ -11,7 +11,7 @@ import numpy as np
 _MAGIC = b"ESCMVQ-PLAN\x01"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Plan:
     """A transmission plan.
 
@@ -26,6 +26,8 @@ class Plan:
     state_index : position on the greedy trajectory (see ``escmvq.core.alloc.allocator``).
     distortion : sum_i D[codebooks[i], i], the objective (35a).
     warnings : tuple of str; each way the plan leaves the budget or misses a BER target.
+
+    Treat a plan as read-only (it is not frozen, to keep construction cheap).
     """
 
     codebooks: np.ndarray

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Training throughput (images/s) per stage of Algorithm 1 and peak memory, per preset.
+
+Stage v runs the encoder once and the decoder on v codebooks' samples (one batched pass),
+so it costs more than stage 1. Each preset runs in its own process so that its peak
+resident memory (ru_maxrss) is its own. A few iterations each, on random 32x32 batches
+of the preset's batch size; prints a table and writes JSON.
+
+    python benchmarks/bench_training.py --presets cpu paper --iters 3 --threads 2 --out benchmarks/results/training.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[int]) -> dict:
+    import torch
+
+    from escmvq.training import quantizer as Q
+    from escmvq.training.model import ESCMVQ
+    from escmvq.training.presets import get_preset
+
+    torch.set_num_threads(threads)
+    p = get_preset(preset_name)
+    model = ESCMVQ(p)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(p.batch_size, 3, *p.image_size, generator=g)
+    with torch.no_grad():
+        model.init_codebook_from_data(model.encoder(x), 0, g)
+        for v in range(1, p.V):
+            model.copy_codebook(v - 1, v)
+    rows = []
+    for v in stages:
+        times = []
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            loss, _ = model(x, v, Q.tau_at(0, p.tau0, p.tau_decay, p.tau_every), g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        med = times[len(times) // 2]
+        rows.append({"stage": v, "batch": p.batch_size, "step_ms_median": 1e3 * med,
+                     "step_ms_min": 1e3 * times[0], "images_per_s": p.batch_size / med})
+    return {"preset": preset_name, "hidden": p.hidden, "res_hidden": p.res_hidden,
+            "params": sum(t.numel() for t in model.parameters()),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stages": rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["cpu", "paper"])
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.json"))
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._child:
+        print(json.dumps(child(a._child, a.iters, a.warmup, a.threads, a.stages)))
+        return 0
+    results = []
+    for name in a.presets:
+        cmd = [sys.executable, __file__, "--_child", name, "--iters", str(a.iters), "--warmup", str(a.warmup),
+               "--threads", str(a.threads), "--stages", *map(str, a.stages)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"error: preset {name} failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
+            return 1
+        results.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title=f"ESC-MVQ training throughput ({a.threads} threads, {a.iters} iters, median step)")
+    for c in ("preset", "stage", "batch", "step ms", "images/s", "peak RSS MiB"):
+        tab.add_column(c, justify="right")
+    for res in results:
+        for r in res["stages"]:
+            tab.add_row(res["preset"], str(r["stage"]), str(r["batch"]), f"{r['step_ms_median']:.0f}",
+                        f"{r['images_per_s']:.0f}", f"{res['peak_rss_mib']:.0f}")
+    Console().print(tab)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
+                               "threads": a.threads, "iters": a.iters, "results": results,
+                               "note": "CPU shared with other jobs while measured; see README"}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""``escmvq tx/rx/link/export/bench`` from the command line: results, and every bad
+input giving one line on stderr, a non-zero exit and no output file."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from escmvq.cli.main import app
+from escmvq.export.testing import KODAK
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from escmvq.export.testing import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    img = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))[:70, :100]
+    Image.fromarray(img).save(tmp_path / "img.png")
+    return tmp_path
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(res, match: str):
+    assert res.exit_code != 0, res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_link_prints_report_and_saves_side_by_side(work, bundle_dir):
+    res = run("link", "--snr", "10", "img.png", "--bundle", bundle_dir)
+    assert res.exit_code == 0, res.stderr
+    for word in ("PSNR", "channel uses", "codebook use", "encode", "decode", "end to end"):
+        assert word in res.stdout
+    out = Image.open(work / "img.link.png")
+    assert out.size == (2 * 100 + 4, 70)
+    # a second run never overwrites the first output
+    assert run("link", "--snr", "10", "img.png", "-b", bundle_dir).exit_code == 0
+    assert (work / "img.link-1.png").exists()
+
+
+def test_link_json(work, bundle_dir):
+    res = run("link", "--snr", "30", "img.png", "-b", bundle_dir, "--channel", "awgn", "--json", "-o", "o.png")
+    rep = json.loads(res.stdout)
+    assert rep["channel_uses"] == 12 * 144 and rep["tiles"] == 12 and rep["label_error_rate"] == 0.0
+    assert sum(rep["codebook_use"]) == pytest.approx(1.0, abs=1e-3)
+    assert set(rep["latency_ms"]) >= {"encode", "allocate", "quantize", "modulate", "channel", "demodulate",
+                                      "dequantize", "decode", "end_to_end"}
+
+
+def test_tx_rx_round_trip(work, bundle_dir):
+    res = run("tx", "--snr", "20", "img.png", "-o", "a.tx", "-b", bundle_dir, "--seed", "3")
+    assert res.exit_code == 0, res.stderr
+    res = run("rx", "a.tx", "-o", "a.png", "-b", bundle_dir, "-r", "img.png")
+    assert res.exit_code == 0, res.stderr and "PSNR" in res.stdout
+    assert Image.open(work / "a.png").size == (100, 70)
+    # same seeds -> same bytes
+    run("tx", "--snr", "20", "img.png", "-o", "b.tx", "-b", bundle_dir, "--seed", "3")
+    assert (work / "a.tx").read_bytes() == (work / "b.tx").read_bytes()
+    # received samples (channel applied at tx time): kind byte 1, rx only decodes
+    assert run("tx", "--snr", "20", "img.png", "-o", "c.tx", "-b", bundle_dir, "--through-channel").exit_code == 0
+    assert (work / "c.tx").read_bytes()[10] == 1 and (work / "a.tx").read_bytes()[10] == 0
+    assert run("rx", "c.tx", "-o", "c.png", "-b", bundle_dir).exit_code == 0
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "I;16", "L"])
+def test_modes_and_small_images_accepted(work, bundle_dir, mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (9, 13), dtype=np.uint16))
+    else:
+        im = Image.fromarray(rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)).convert(mode)  # smaller than a tile
+    im.save(work / "m.png")
+    res = run("link", "--snr", "10", "m.png", "-b", bundle_dir, "-o", "m_out.png")
+    assert res.exit_code == 0, res.stderr
+    assert Image.open(work / "m_out.png").size == (2 * 13 + 4, 9)
+
+
+def test_bad_images(work, bundle_dir):
+    (work / "notes.txt").write_text("not an image")
+    data = (work / "img.png").read_bytes()
+    (work / "cut.png").write_bytes(data[: len(data) // 2])
+    before = files(work)
+    assert_one_line_error(run("link", "--snr", "10", "notes.txt", "-b", bundle_dir), "not an image file")
+    assert_one_line_error(run("tx", "--snr", "10", "cut.png", "-o", "c.tx", "-b", bundle_dir), "truncated")
+    assert_one_line_error(run("tx", "--snr", "10", "missing.png", "-o", "c.tx", "-b", bundle_dir), "no such file")
+    assert files(work) == before
+
+
+@pytest.mark.parametrize("snr", ["abc", "nan", "1e9", ""])
+def test_snr_not_a_number(work, bundle_dir, snr):
+    assert_one_line_error(run("link", "--snr", snr, "img.png", "-b", bundle_dir), "--snr")
+    assert not (work / "img.link.png").exists()
+
+
+def test_bad_frames(work, bundle_dir):
+    assert run("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir).exit_code == 0
+    data = (work / "a.tx").read_bytes()
+    (work / "cut.tx").write_bytes(data[:-100])
+    bad = bytearray(data)
+    bad[200] ^= 0xFF
+    (work / "bad.tx").write_bytes(bytes(bad))
+    (work / "png.tx").write_bytes((work / "img.png").read_bytes())
+    before = files(work)
+    assert_one_line_error(run("rx", "cut.tx", "-o", "o.png", "-b", bundle_dir), "truncated frame")
+    assert_one_line_error(run("rx", "bad.tx", "-o", "o.png", "-b", bundle_dir), "CRC")
+    assert_one_line_error(run("rx", "png.tx", "-o", "o.png", "-b", bundle_dir), "bad magic")
+    assert_one_line_error(run("rx", "none.tx", "-o", "o.png", "-b", bundle_dir), "no such file")
+    assert files(work) == before
+
+
+def test_frame_from_another_bundle_and_corrupt_bundle(work, bundle_dir):
+    other = work / "other.escmvq"
+    shutil.copytree(bundle_dir, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["created"] = "another export"
+    (other / "manifest.json").write_text(json.dumps(m))
+    assert run("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir).exit_code == 0
+    assert_one_line_error(run("rx", "a.tx", "-o", "o.png", "-b", other), "refusing to decode")
+    enc = other / "encoder.onnx"
+    enc.write_bytes(enc.read_bytes()[:-1] + b"\0")
+    assert_one_line_error(run("link", "--snr", "10", "img.png", "-b", other), "sha256 does not match")
+    assert_one_line_error(run("link", "--snr", "10", "img.png", "-b", work), "not a bundle")
+    assert not (work / "o.png").exists() and not (work / "img.link.png").exists()
+
+
+def test_existing_output_needs_force(work, bundle_dir):
+    (work / "a.tx").write_bytes(b"precious")
+    assert_one_line_error(run("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir), "--force")
+    assert (work / "a.tx").read_bytes() == b"precious"
+    assert run("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir, "--force").exit_code == 0
+    assert (work / "a.tx").read_bytes()[:8] == b"ESCMVQTX"
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_bench_json_and_devices(work, bundle_dir):
+    res = run("bench", "-b", bundle_dir, "--batch", "1,4", "--iters", "3", "--warmup", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)  # stdout holds only the JSON
+    assert rep["environment"]["providers_used"] == {"encoder": "CPUExecutionProvider", "decoder": "CPUExecutionProvider"}
+    assert [r["batch"] for r in rep["results"]] == [1, 4]
+    st = rep["results"][1]["stages"]
+    assert {"encode", "quantize", "allocate", "modulate", "channel", "demodulate", "dequantize", "decode",
+            "end_to_end"} <= set(st)
+    assert st["end_to_end"]["p99_ms"] >= st["end_to_end"]["median_ms"] > 0
+    assert "bench: batch 1" in res.stderr
+    from escmvq.runtime.bench import detect_jetson
+
+    if not detect_jetson()[0]:
+        assert_one_line_error(run("bench", "--device", "jetson", "-b", bundle_dir), "not a Jetson")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert_one_line_error(run("bench", "--device", "cuda", "-b", bundle_dir), "CUDAExecutionProvider is not available")
+    assert_one_line_error(run("bench", "--device", "tpu", "-b", bundle_dir), "--device")
+
+
+def test_detect_jetson_from_files(tmp_path):
+    from escmvq.runtime.bench import detect_jetson
+
+    (tmp_path / "model").write_text("NVIDIA Jetson AGX Orin Developer Kit\0")
+    (tmp_path / "rel").write_text("# R36 (release), REVISION: 3.0\n")
+    ok, found = detect_jetson(tmp_path / "model", tmp_path / "rel")
+    assert ok and "Orin" in found and "R36" in found
+    ok, found = detect_jetson(tmp_path / "none", tmp_path / "none2")
+    assert not ok and "no " in found
+
+
+def test_export_cli(tmp_path, bundle_dir):
+    res = run("export", bundle_dir.parent / "tiny.ckpt", "-o", tmp_path / "e.escmvq", "--calib", KODAK / "kodim01.png",
+              "--n-check", "16", "--n-calib", "16")
+    assert res.exit_code == 0, res.stderr
+    assert "self-check" in res.stdout and "FAIL" not in res.stdout and (tmp_path / "e.escmvq/manifest.json").exists()
+    assert_one_line_error(run("export", bundle_dir.parent / "tiny.ckpt", "-o", tmp_path / "e.escmvq"), "--force")
+    assert_one_line_error(run("export", tmp_path / "nothing.ckpt", "-o", tmp_path / "f.escmvq"), "not found")
+    res = run("export", bundle_dir.parent / "tiny.ckpt", "-o", tmp_path / "t.escmvq", "--trt")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert_one_line_error(res, "TensorRT is not installed")
+        assert not (tmp_path / "t.escmvq").exists()
+
+
+BLOCK_TORCH = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name.startswith("escmvq.training"):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _Block())
+sys.argv = ["escmvq"] + sys.argv[1:]
+from escmvq.cli.main import app
+try:
+    app()
+finally:
+    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+"""
+
+
+def test_tx_rx_link_never_import_torch(work, bundle_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *map(str, args)], capture_output=True, text=True,
+                           env=env, cwd=work, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    cli("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir)
+    cli("rx", "a.tx", "-o", "a.png", "-b", bundle_dir)
+    assert "PSNR" in cli("link", "--snr", "10", "img.png", "-b", bundle_dir).stdout
+    cli("bench", "-b", bundle_dir, "--batch", "2", "--iters", "2", "--warmup", "0", "--json")
+
+
+def test_stream_two_processes(work, bundle_dir, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    Image.open(work / "img.png").crop((0, 0, 40, 30)).save(work / "small.png")
+    (work / "out").mkdir()
+    env = {**os.environ}
+    r = subprocess.run([sys.executable, "-m", "escmvq.cli.main", "stream", "--snr", "10", "img.png", "small.png",
+                        "-b", str(bundle_dir), "-o", "out"], capture_output=True, text=True, cwd=work, env=env,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    rx = [x for x in recs if x["side"] == "rx"]
+    tx = [x for x in recs if x["side"] == "tx"]
+    assert [x["image"] for x in rx] == ["img.png", "small.png"] and all(x["ok"] for x in rx + tx)
+    assert all(x["latency_ms"] > 0 for x in rx) and all(x["round_trip_ms"] >= x["tx_ms"] > 0 for x in tx)
+    assert Image.open(work / "out/small.rx.png").size == (40, 30)

@@ -1,0 +1,98 @@
+"""Bundle loading and hash verification; execution-provider checks."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from escmvq.runtime.backends import BackendError, make_session
+from escmvq.runtime.bundle import BundleError, load_bundle, manifest_hash
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from escmvq.export.testing import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path) -> Path:
+    dst = tmp_path / "b.escmvq"
+    shutil.copytree(bundle_dir, dst)
+    return dst
+
+
+def test_load_and_hash(bundle_dir):
+    b = load_bundle(bundle_dir)
+    assert b.hash == manifest_hash(json.loads((bundle_dir / "manifest.json").read_text()))
+    assert load_bundle(bundle_dir).hash == b.hash  # stable
+    assert b.tile_size == (32, 32) and b.n_bits == 576 and b.n_symbols == 144
+
+
+def test_modified_file_refused(copy):
+    p = copy / "decoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 1
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="decoder.onnx sha256 does not match"):
+        load_bundle(copy)
+
+
+def test_truncated_and_missing_files_refused(copy):
+    p = copy / "tables.npz"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="tables.npz has .* bytes"):
+        load_bundle(copy)
+    p.unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(copy)
+
+
+def test_manifest_edits_change_identity_or_fail(copy, bundle_dir):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["model"]["rate"] = 2
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert load_bundle(copy).hash != load_bundle(bundle_dir).hash
+    m["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="version 99 not supported"):
+        load_bundle(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        load_bundle(copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a bundle"):
+        load_bundle(tmp_path)
+
+
+def test_gpu_providers_absent_fail_clearly(bundle_dir):
+    import onnxruntime as ort
+
+    for dev, prov in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")):
+        if prov in ort.get_available_providers():
+            pytest.skip("a GPU build of onnxruntime is installed")
+        with pytest.raises(BackendError, match=f"{prov} is not available"):
+            make_session(bundle_dir / "encoder.onnx", device=dev)
+
+
+def test_silent_cpu_fallback_refused(bundle_dir, monkeypatch):
+    """An onnxruntime-gpu build lists CUDA but runs on the CPU: refuse to call that CUDA."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    class Fallback(real):
+        def __init__(self, path, sess_options=None, providers=None):
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Fallback)
+    with pytest.raises(BackendError, match="runs on CPUExecutionProvider.*refusing"):
+        make_session(bundle_dir / "encoder.onnx", device="cuda")
+    assert make_session(bundle_dir / "encoder.onnx", device="cpu").get_providers()[0] == "CPUExecutionProvider"

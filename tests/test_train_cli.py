@@ -1,0 +1,170 @@
+"""``escmvq train`` / ``report`` / ``mu-plot`` end to end on a tiny synthetic npz; checkpoints,
+resume, bad input; DDP with two gloo processes."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from escmvq.training.checkpoint import (  # noqa: E402
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    strip_checkpoint,
+)
+from escmvq.training.trainer import build_tiny_checkpoint, synthetic_images  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+class _Res:
+    def __init__(self, r):
+        self.returncode = r.exit_code
+        self.stdout = r.output
+        self.stderr = "" if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception)
+
+
+def _cli(*args):
+    """Run our commands in-process (no torch import per call); only ``escmvq.cli.train``'s commands."""
+    import typer
+    from typer.testing import CliRunner
+
+    from escmvq.cli import train as train_cli
+
+    app = typer.Typer(pretty_exceptions_enable=False)
+    train_cli.register(app)
+    return _Res(CliRunner().invoke(app, list(args), env={"COLUMNS": "200"}))
+
+
+@pytest.fixture(scope="module")
+def npz_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    np.savez(d / "train.npz", images=synthetic_images(40, 32, 1))
+    np.savez(d / "test.npz", images=synthetic_images(8, 32, 2))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.ckpt")
+
+
+def test_checkpoint_format_matches_interface(tiny_ckpt):
+    model, ck = load_checkpoint(tiny_ckpt)
+    assert ck["format"] == "escmvq-ckpt" and ck["version"] == 1
+    assert ck["image_size"] == [32, 32] and ck["latent_shape"] == [4, 8, 8]
+    assert tuple(np.asarray(ck["codebooks"]).shape) == (5, 512, 4)
+    mu = np.asarray(ck["mu"])
+    assert mu.shape == (5, 64, 9) and mu.dtype == np.float32
+    assert (mu >= np.array(model.preset.mu_min)[:, None, None] - 1e-7).all() and (mu <= 0.5).all()
+    dist = np.asarray(ck["distortion"])
+    assert dist.shape == (5, 64) and dist.dtype == np.float64 and (dist > 0).all()
+    assert set(ck["normalisation"]) == {"mean", "std"}
+    np.testing.assert_array_equal(np.asarray(ck["codebooks"]), model.codebooks.detach().numpy())
+    # the stored table is the numpy distortion_table of the stored codebooks and mu
+    x = torch.zeros(1, 3, 32, 32)
+    assert model.encoder(x).shape == (1, 4, 8, 8)
+
+
+def test_checkpoint_roundtrip_and_bad_files(tmp_path, tiny_ckpt):
+    model, ck = load_checkpoint(tiny_ckpt)
+    p = save_checkpoint(tmp_path / "a.ckpt", model, model.preset, normalisation=ck["normalisation"], epoch=3)
+    m2, ck2 = load_checkpoint(p)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    assert ck2["epoch"] == 3 and ck2["distortion"] is None
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "bad.ckpt")
+    torch.save({"format": "other"}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not an escmvq checkpoint"):
+        load_checkpoint(tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_train_resume_report_and_plot(tmp_path, npz_dir):
+    out = tmp_path / "run"
+    r = _cli("train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(out),
+             "--epochs", "1,1,1,1,1", "--seed", "3", "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stage 5/5" in r.stdout and "checkpoint:" in r.stdout
+    ck = torch.load(out / "last.ckpt", weights_only=True)
+    assert ck["stage"] == 5 and ck["stage_done"] and "optimizer" in ck
+    assert len(ck["history"]) == 5 and all("eval_psnr" in h for h in ck["history"])
+    assert all(len(h["train_perplexity"]) == h["stage"] for h in ck["history"])
+    final = torch.load(out / "final.ckpt", weights_only=True)
+    assert final["distortion"].shape == (5, 64)
+    # resume after a finished run: nothing left to train, same weights
+    r = _cli("train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(out),
+             "--resume", "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in r.stdout
+    again = torch.load(out / "last.ckpt", weights_only=True)
+    assert again["step"] == ck["step"]
+    # report + shipped copy + Fig. 3
+    prefix = tmp_path / "rep" / "tiny"
+    r = _cli("report", str(out / "final.ckpt"), "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(prefix),
+             "--draws", "2", "--ship", str(tmp_path / "ship.ckpt"), "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+
+    rep = json.loads(prefix.with_name("tiny.report.json").read_text())
+    assert len(rep["codebooks"]) == 5 and rep["test_images"] == 8
+    assert all(len(c["psnr_own_mu_draws"]) == 2 for c in rep["codebooks"])
+    assert prefix.with_name("tiny.mu-cdf.png").read_bytes()[:4] == b"\x89PNG"
+    shipped = torch.load(tmp_path / "ship.ckpt", weights_only=True)
+    assert "optimizer" not in shipped and "rng" not in shipped and shipped["distortion"] is not None
+    r = _cli("mu-plot", str(tmp_path / "ship.ckpt"), "--out", str(tmp_path / "mu.png"))
+    assert r.returncode == 0 and (tmp_path / "mu.png").stat().st_size > 1000
+
+
+def test_resume_mid_training_continues(tmp_path, npz_dir):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(out),
+            "--threads", "1", "--epochs", "2,1,1,1,1"]
+    # a run that stops after stage 1 epoch 1 is simulated by a budget that ends every stage at once
+    r = _cli(*args, "--budget-minutes", "0.00001")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ck = torch.load(out / "last.ckpt", weights_only=True)
+    assert ck["stage"] == 5 and ck["step"] == 5  # one step per stage
+    first = torch.load(out / "last.ckpt", weights_only=True)
+    # rewrite as "stage 1, epoch 1 of 2, not done" and resume: the run must continue from there
+    first.update(stage=1, epoch=1, stage_done=False, stage_elapsed=[0.0] * 5)
+    torch.save(first, out / "last.ckpt")
+    r = _cli(*args, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in r.stdout and "stage 1 epoch 2" in r.stdout and "stage 2/5" in r.stdout
+    assert torch.load(out / "last.ckpt", weights_only=True)["stage"] == 5
+
+
+def test_bad_input_is_one_line_error(tmp_path, npz_dir):
+    r = _cli("train", "--preset", "tiny", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    assert "CIFAR-10 not found" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    r = _cli("train", "--preset", "huge", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "unknown preset" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    r = _cli("train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(tmp_path / "o"), "--resume")
+    assert r.returncode != 0 and "no checkpoint" in r.stdout
+    r = _cli("report", str(tmp_path / "missing.ckpt"), "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(tmp_path / "r"))
+    assert r.returncode != 0 and "checkpoint not found" in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+
+def test_ddp_two_gloo_processes(tmp_path, npz_dir):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29577",
+           "-m", "escmvq.cli.main", "train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir),
+           "--out", str(out), "--epochs", "1,1,0,0,0", "--threads", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ck = torch.load(out / "last.ckpt", weights_only=True)
+    assert ck["world_size"] == 2
+    assert "batch 8x2" in r.stdout
+    model, _ = load_checkpoint(out / "final.ckpt")
+    assert torch.isfinite(model.codebooks).all()

@@ -67,9 +67,18 @@ def test_checkpoint_format_matches_interface(tiny_ckpt):
     assert dist.shape == (5, 64) and dist.dtype == np.float64 and (dist > 0).all()
     assert set(ck["normalisation"]) == {"mean", "std"}
     np.testing.assert_array_equal(np.asarray(ck["codebooks"]), model.codebooks.detach().numpy())
-    # the stored table is the numpy distortion_table of the stored codebooks and mu
-    x = torch.zeros(1, 3, 32, 32)
-    assert model.encoder(x).shape == (1, 4, 8, 8)
+    # the stored table is (31) of the numpy runtime code over the training images
+    from escmvq.core import pvq
+    from escmvq.training.trainer import encode_all
+
+    train = synthetic_images(48, 32, 0)[8:]
+    mean = torch.tensor(ck["normalisation"]["mean"], dtype=torch.float32)
+    std = torch.tensor(ck["normalisation"]["std"], dtype=torch.float32)
+    ref = pvq.distortion_table(encode_all(model, train, mean, std), np.asarray(ck["codebooks"], np.float64),
+                               np.asarray(ck["mu"], np.float64))
+    np.testing.assert_allclose(dist, ref, rtol=1e-5)
+    # larger mu, larger expected distortion (30): codebook 5 (mu >= 0.05) above codebook 1
+    assert dist[4].mean() > dist[0].mean()
 
 
 def test_checkpoint_roundtrip_and_bad_files(tmp_path, tiny_ckpt):
@@ -160,11 +169,12 @@ def test_ddp_two_gloo_processes(tmp_path, npz_dir):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29577",
            "-m", "escmvq.cli.main", "train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir),
-           "--out", str(out), "--epochs", "1,1,0,0,0", "--threads", "1"]
+           "--out", str(out), "--epochs", "2,1,0,0,0", "--threads", "1"]
     r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ck = torch.load(out / "last.ckpt", weights_only=True)
-    assert ck["world_size"] == 2
+    assert ck["world_size"] == 2 and ck["stage"] == 2
+    assert ck["step"] == 2 * 2 + 2  # tiny: 2 steps per epoch; epochs 2 + 1
     assert "batch 8x2" in r.stdout
     model, _ = load_checkpoint(out / "final.ckpt")
     assert torch.isfinite(model.codebooks).all()

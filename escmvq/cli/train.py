@@ -27,6 +27,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.ckpt"),
     budget_minutes: Optional[float] = typer.Option(
         None, "--budget-minutes", help="wall-clock training budget, split over the stages (see README)"),
+    stage_share: Optional[str] = typer.Option(
+        None, "--stage-share", help="budget share per stage, e.g. '0.55,0.12,0.11,0.11,0.11' (default in trainer.py)"),
     threads: int = typer.Option(2, help="torch CPU threads per process"),
     limit: Optional[int] = typer.Option(None, help="use only the first LIMIT images of each split"),
     tile: int = typer.Option(32, help="tile size for --dataset folder"),
@@ -63,6 +65,16 @@ def train_cmd(
             p = p.replace(**kw)
     except ValueError as e:
         _fail(console, str(e))
+    from escmvq.training.trainer import DEFAULT_STAGE_SHARE
+
+    shares = DEFAULT_STAGE_SHARE
+    if stage_share:
+        try:
+            shares = tuple(float(v) for v in stage_share.split(","))
+        except ValueError:
+            _fail(console, f"--stage-share: expected comma-separated numbers, got {stage_share!r}")
+        if len(shares) != p.V or any(v <= 0 for v in shares):
+            _fail(console, f"--stage-share: expected {p.V} positive numbers, got {stage_share!r}")
     try:
         data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
     except (DatasetMissing, ValueError) as e:
@@ -75,10 +87,12 @@ def train_cmd(
 
     cmdline = "escmvq train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
     cfg = TrainConfig(
-        preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes,
+        preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
         threads=threads, log_every=log_every, distortion_images=distortion_images,
         dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world},
+        epochs_override=kw.get("epochs_per_stage"),
+        console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
+                                                         "stage_share": list(shares)},
     )
     t0 = time.time()
     res = train(cfg)

@@ -7,6 +7,7 @@ frame carries, so both sides compute it from the same bits in the same order.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -64,12 +65,12 @@ class PlanCache:
             p = self.allocator.plan(key[0], key[1])
             plan = Plan(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
                         np.asarray(p.powers, np.float64), np.asarray(p.bit_order, np.int64))
-            T, L = plan.orders.size, int(plan.orders.sum())
+            T, L, pmin = plan.orders.size, int(plan.orders.sum()), float(plan.powers.min())
             if (self.n_symbols is not None and T != self.n_symbols) or (self.n_bits is not None and L != self.n_bits) \
-                    or np.any(plan.powers < 0) or not np.all(np.isfinite(plan.powers)):
+                    or not pmin >= 0 or not math.isfinite(float(plan.powers.sum())):
                 raise ValueError(f"allocator plan for P_tot={key[0]:g}, gamma={key[1]:g} has {T} symbols carrying {L} bits"
-                                 f" (min power {plan.powers.min():g}); the link needs exactly T={self.n_symbols} symbols,"
-                                 f" L={self.n_bits} bits and powers >= 0 (export with --variant exact)")
+                                 f" (min power {pmin:g}); the link needs exactly T={self.n_symbols} symbols,"
+                                 f" L={self.n_bits} bits and finite powers >= 0 (export with --variant exact)")
             self._cache[key] = plan
             if len(self._cache) > self.size:
                 self._cache.popitem(last=False)

@@ -51,6 +51,7 @@ class TrainConfig:
     distortion_images: int | None = None  # None: whole training set
     dead_restart: bool | None = None  # None: preset's setting
     data_init: bool | None = None
+    epochs_override: tuple[int, ...] | None = None  # applied on --resume too
     progress: bool = True
     console: object = None
     extra: dict = field(default_factory=dict)
@@ -165,6 +166,8 @@ def train(cfg: TrainConfig) -> dict:
         ])
 
     opt = make_opt(model)
+    if "command" in cfg.extra and not cfg.resume:
+        cfg.extra["commands"] = [cfg.extra["command"]]
     if cfg.resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last}")
@@ -173,6 +176,9 @@ def train(cfg: TrainConfig) -> dict:
         if tuple(ck["preset"]["image_size"]) != tuple(preset.image_size):
             raise ValueError(f"--resume: checkpoint image size {ck['preset']['image_size']} != dataset {preset.image_size}")
         preset = model.preset
+        if cfg.epochs_override is not None:
+            preset = preset.replace(epochs_per_stage=tuple(cfg.epochs_override))
+            model.preset = preset
         opt = make_opt(model)
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
@@ -185,6 +191,9 @@ def train(cfg: TrainConfig) -> dict:
             data_gen.set_state(ck["rng"]["data"])
         norm = ck.get("normalisation", norm)
         resumed = (stage, epoch)
+        if "command" in cfg.extra:
+            prev = list(ck.get("commands") or ([ck["command"]] if ck.get("command") else []))
+            cfg.extra["commands"] = prev + [cfg.extra["command"]]
         log(f"resumed from {last}: stage {stage}, epoch {epoch} done, step {step}")
 
     ddp_model = model
@@ -297,9 +306,15 @@ def train(cfg: TrainConfig) -> dict:
                         log(f"  step {step} stage {stage} ep {epoch + 1} [{s + 1}/{steps_per_epoch}] "
                             f"loss {float(loss.detach()):.4f} d0 {_fmt(st['d0'])} d1 {_fmt(st['d1'])} tau {tau:.3f} "
                             f"{per_rank * world * n_steps / (time.time() - t_ep):.0f} img/s")
-                    if stage_budget is not None and stage_elapsed[stage - 1] >= stage_budget:
-                        budget_hit = True
-                        break
+                    if stage_budget is not None:
+                        hit = stage_elapsed[stage - 1] >= stage_budget
+                        if world > 1:  # every rank must stop at the same step
+                            flag = torch.tensor([1.0 if hit else 0.0])
+                            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                            hit = bool(flag.item() > 0)
+                        if hit:
+                            budget_hit = True
+                            break
                 if progress is not None:
                     progress.remove_task(task)
                 epoch += 1

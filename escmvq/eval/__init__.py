@@ -1,0 +1,13 @@
+"""Evaluation of ESC-MVQ and its baselines (Sec. V of the paper): PSNR-vs-SNR sweeps on
+the torch-free runtime, confidence intervals, the JPEG+LDPC baseline and the figures.
+
+Submodules are imported lazily by their users; importing ``escmvq.eval`` itself is cheap
+and pulls in neither torch nor matplotlib:
+
+- :mod:`escmvq.eval.stats`: per-image PSNR, mean with a Student-t 95% confidence interval.
+- :mod:`escmvq.eval.datasets`: CIFAR-10 test images and Kodak tiles (numpy + Pillow only).
+- :mod:`escmvq.eval.sweep`: the batched end-to-end sweep of a bundle with JCAMP / JCAP.
+- :mod:`escmvq.eval.jpeg_ldpc`: the JPEG + 5G-NR LDPC (rate 3/4) baseline (needs Sionna,
+  hence torch: the ``eval`` extra).
+- :mod:`escmvq.eval.figures`: Figs. 3, 5, 6, 8 (matplotlib, Agg backend).
+"""

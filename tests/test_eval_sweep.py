@@ -1,0 +1,90 @@
+"""The end-to-end sweep (escmvq.eval.sweep) on a hand-made colour-quantiser bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from escmvq.eval.datasets import load_cifar10_test
+from escmvq.eval.sweep import EscLink, fading, noise_rng, send_latent, sweep_esc
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_cifar10_test(160)
+
+
+@pytest.fixture(scope="module")
+def bundle(images, tmp_path_factory):
+    pytest.importorskip("onnx")
+    from escmvq.eval.testing import colour_bundle
+    from escmvq.runtime.bundle import load_bundle
+
+    return load_bundle(colour_bundle(tmp_path_factory.mktemp("eval"), images[:96]))
+
+
+SNRS = [-5.0, 0.0, 5.0, 10.0, 20.0]
+
+
+def test_send_latent_equals_transmitter(bundle, images):
+    from escmvq.core import pvq
+    from escmvq.runtime.transmitter import Transmitter
+
+    tx = Transmitter(bundle)
+    link = EscLink(bundle, "jcamp")  # the bundle's own allocator: same plans as tx
+    tiles = images[:16].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    h = fading(3, "rayleigh", 0, 0, 16)
+    ref = tx.send(tiles, snr_db=4.0, h=h)
+    x, cbs, labels = send_latent(bundle, link.tx_plans, link.search, pvq.to_subvectors(tx.encode(tiles)), ref.p_tot, h)
+    assert np.array_equal(x, ref.samples) and np.array_equal(cbs, ref.codebooks) and np.array_equal(labels, ref.labels)
+
+
+def test_psnr_rises_with_snr_awgn_and_is_error_free_at_high_snr(bundle, images):
+    res = sweep_esc(bundle, images[96:], SNRS, channel="awgn", seed=0)
+    for m in ("jcamp", "jcap"):
+        s = res[m].summary()
+        mean = np.array(s["psnr_mean"])
+        assert np.all(np.diff(mean) > 0), (m, mean)
+        assert mean[-1] - mean[0] > 5.0
+        assert s["label_error_rate"][0] > 0.5 and s["label_error_rate"][-1] == 0.0
+        # at high SNR every sub-vector uses the best codebook (1-based mean = 1)
+        assert np.allclose(s["mean_codebook"][-1], 1.0)
+        assert np.allclose(np.sum(s["codebook_use"], axis=1), 1.0)
+    # JCAMP's extra freedom (modulation) helps at low SNR on this bundle and never hurts much
+    a, c = np.array(res["jcamp"].summary()["psnr_mean"]), np.array(res["jcap"].summary()["psnr_mean"])
+    assert a[0] > c[0]
+
+
+def test_reproducible_under_seed_and_seed_matters(bundle, images):
+    kw = dict(channel="rayleigh", realizations=2, batch=24, keep=3)
+    r1 = sweep_esc(bundle, images[96:136], [0.0, 10.0], methods=["jcap"], seed=7, **kw)["jcap"]
+    r2 = sweep_esc(bundle, images[96:136], [0.0, 10.0], methods=["jcap"], seed=7, **kw)["jcap"]
+    r3 = sweep_esc(bundle, images[96:136], [0.0, 10.0], methods=["jcap"], seed=8, **kw)["jcap"]
+    assert np.array_equal(r1.psnr, r2.psnr) and np.array_equal(r1.samples, r2.samples)
+    assert r1.samples.shape == (2, 3, 32, 32, 3)
+    assert not np.array_equal(r1.psnr, r3.psnr)
+
+
+def test_ci_shrinks_with_more_images(bundle, images):
+    small = sweep_esc(bundle, images[96:112], [5.0], methods=["jcap"], channel="rayleigh", seed=1)["jcap"].summary()
+    big = sweep_esc(bundle, images[96:160], [5.0], methods=["jcap"], channel="rayleigh", seed=1)["jcap"].summary()
+    assert big["psnr_ci95"][0] < small["psnr_ci95"][0]
+    assert big["n_images"] == 64
+
+
+def test_common_random_numbers():
+    h1, h2 = fading(5, "rayleigh", 1, 32, 8), fading(5, "rayleigh", 1, 32, 8)
+    assert np.array_equal(h1, h2) and h1.dtype == np.complex64
+    assert not np.array_equal(h1, fading(5, "rayleigh", 0, 32, 8))
+    assert np.array_equal(fading(5, "awgn", 0, 0, 4), np.ones(4, np.complex64))
+    assert noise_rng(5, 0, 0).standard_normal() == noise_rng(5, 0, 0).standard_normal()
+
+
+def test_bad_input(bundle, images):
+    with pytest.raises(ValueError):
+        sweep_esc(bundle, images[:4, :16], [0.0])
+    with pytest.raises(ValueError):
+        sweep_esc(bundle, images[:4], [0.0], channel="rician")
+    with pytest.raises(ValueError):
+        sweep_esc(bundle, images[:4], [0.0], methods=["jpeg"])

@@ -1,7 +1,6 @@
 """The end-to-end sweep (escmvq.eval.sweep) on a hand-made colour-quantiser bundle."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +87,63 @@ def test_bad_input(bundle, images):
         sweep_esc(bundle, images[:4], [0.0], channel="rician")
     with pytest.raises(ValueError):
         sweep_esc(bundle, images[:4], [0.0], methods=["jpeg"])
+
+
+NO_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name == "sionna" or name.startswith("sionna."):
+            raise ImportError("blocked")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from escmvq.eval.datasets import load_cifar10_test
+from escmvq.eval.sweep import sweep_esc
+res = sweep_esc(sys.argv[1], load_cifar10_test(8), [0.0, 20.0], channel="rayleigh", seed=0)
+assert res["jcamp"].psnr.shape == (2, 8)
+assert "torch" not in sys.modules
+print("ok")
+"""
+
+
+def test_sweep_runs_without_torch(bundle):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_sweep_on_an_exported_bundle(tmp_path_factory, images):
+    """The real export path (PyTorch -> ONNX bundle, untrained tiny preset): the decoder
+    ignores the labels, but the link must still be error-free at high SNR."""
+    pytest.importorskip("torch")
+    from escmvq.export.testing import tiny_bundle
+
+    path = tiny_bundle(tmp_path_factory.getbasetemp())  # same call as the other suites: shared per session
+    res = sweep_esc(path, images[:32], [-5.0, 30.0], channel="rayleigh", seed=2, realizations=2)
+    for m in ("jcamp", "jcap"):
+        ler = res[m].summary()["label_error_rate"]
+        assert ler[0] > 0.3 and ler[1] < 0.02
+
+
+def test_pair_set_picks_pairs_by_snr(tmp_path_factory, images):
+    pytest.importorskip("onnx")
+    from escmvq.eval.sweep import PairSet, sweep_pairs
+    from escmvq.eval.testing import colour_bundle
+
+    folder = tmp_path_factory.mktemp("pairs")
+    paths = [colour_bundle(folder, images[:96], "jcap", mu_base=(m,), name=f"pair{i}")
+             for i, m in enumerate((0.25, 0.002, 0.03))]  # deliberately unsorted
+    ps = PairSet(paths)
+    assert ps.names == ["pair1", "pair2", "pair0"]  # sorted by mu
+    assert np.all(np.diff(ps.costs) < 0)  # lower mu costs more power
+    res = sweep_pairs(ps, images[96:128], [-10.0, 5.0, 30.0], channel="awgn", seed=0, name="bsc-vq")
+    s = res.summary()
+    use = np.array(s["pair_use"])
+    assert np.allclose(use.sum(1), 1.0)
+    assert use[0, 2] == 1.0 and use[2, 0] == 1.0  # low SNR: most robust pair; high SNR: best pair
+    assert np.all(np.diff(s["psnr_mean"]) > 0) and s["label_error_rate"][2] == 0.0
+    assert s["pairs"] == 3 and s["parameter_bytes"] == ps.parameter_bytes > 0
+    again = sweep_pairs(ps, images[96:128], [-10.0, 5.0, 30.0], channel="awgn", seed=0)
+    assert np.array_equal(again.psnr, res.psnr)

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "txrx",
     "bench",
     "train",
+    "eval",
 ]
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from escmvq.eval.stats import mean_ci, psnr_batch
 
 __all__ = ["ESC_METHODS", "CHANNELS", "fading", "noise_rng", "allocator_for", "EscLink", "send_latent",
-           "MethodResult", "sweep_esc", "parse_snr_grid"]
+           "MethodResult", "sweep_esc", "parse_snr_grid", "PairSet", "sweep_pairs"]
 
 ESC_METHODS = ("jcamp", "jcap")
 CHANNELS = ("awgn", "rayleigh")
@@ -148,10 +148,12 @@ class EscLink:
         self.rx.plans = PlanCache(alloc, n_symbols=bundle.n_symbols, n_bits=bundle.n_bits)
         self.search = search_matrices(bundle.codebooks)
 
-    def run(self, zs: np.ndarray, h: np.ndarray, p_tot: float, rng: np.random.Generator,
-            noise_var: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Sub-vectors ``zs [b, N, D]`` through plan, QAM, channel ``y = h x + n`` (noise from
-        ``rng``), equalisation, hard decisions and the decoder.
+    def run(self, zs: np.ndarray, h: np.ndarray, p_tot: float, rng: np.random.Generator | None,
+            noise_var: float = 1.0, noise: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sub-vectors ``zs [b, N, D]`` through plan, QAM, channel ``y = h x + n`` (noise drawn
+        from ``rng`` by the runtime's channel, or the given ``noise [b, T]`` complex),
+        equalisation, hard decisions and the decoder.
 
         Returns (reconstruction ``[b, th, tw, 3]`` uint8, codebooks ``[b, N]``, labels sent
         ``[b, N]``, labels received ``[b, N]``).
@@ -159,7 +161,10 @@ class EscLink:
         from escmvq.runtime.link import apply_channel
 
         x, cbs, sent = send_latent(self.bundle, self.tx_plans, self.search, zs, p_tot, h, noise_var)
-        y = apply_channel(x, h, rng, noise_var)
+        if noise is None:
+            y = apply_channel(x, h, rng, noise_var)
+        else:
+            y = (h[:, None] * x + noise).astype(np.complex64)
         r = self.rx.receive(y, h, p_tot, noise_var)
         rec = np.clip(np.rint(r.tiles.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
         return rec, cbs, sent, r.labels
@@ -291,3 +296,112 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
         )
         out[m] = res
     return out
+
+
+class PairSet:
+    """K encoder-decoder pairs (one bundle each) serving an SNR range, as the K-pair
+    baselines (ESC-SVQ per SNR level, BSC+VQ, BSC+SQ, BlindSC) need.
+
+    bundles : K bundles (or paths); method : allocator of every pair ("jcap": fixed
+    modulation R, the baselines' setting); threads : ONNX Runtime threads.
+
+    Selection rule (per image: each has its own ``gamma``): pairs are ordered by the mean
+    bit-flip probability of their first codebook, ascending (most fragile, best clean
+    quality first); an image uses the first pair whose cheapest BER-matching state costs
+    at most ``P_tot * gamma`` (``Allocator.thresholds[0]``, power per unit gamma), else the
+    most robust pair. The transmitter knows ``gamma`` (as for ESC-MVQ); the receiver applies
+    the same rule to the same ``(P_tot, gamma)``.
+    """
+
+    def __init__(self, bundles, method: str = "jcap", threads: int | None = None, names=None):
+        from escmvq.runtime.bundle import Bundle, load_bundle
+        from escmvq.runtime.transmitter import Transmitter
+
+        bs = [b if isinstance(b, Bundle) else load_bundle(b) for b in bundles]
+        if not bs:
+            raise ValueError("PairSet: no bundles")
+        shapes = {(b.tile_size, b.n_bits, b.n_symbols) for b in bs}
+        if len(shapes) != 1:
+            raise ValueError(f"PairSet: bundles disagree on tile size / L / T: {sorted(shapes)}")
+        order = np.argsort([float(b.mu[0].mean()) for b in bs], kind="stable")
+        self.bundles = [bs[i] for i in order]
+        self.names = [str((names or [b.path.stem for b in bs])[i]) for i in order]
+        self.links = [EscLink(b, method, threads=threads) for b in self.bundles]
+        self.tx = [Transmitter(b, threads=threads) for b in self.bundles]
+        self.costs = np.array([float(lk.tx_plans.allocator.thresholds[0]) for lk in self.links])
+
+    def __len__(self) -> int:
+        return len(self.bundles)
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Encoder + decoder ONNX + tables of all pairs (the memory the method needs)."""
+        return sum(int(meta["bytes"]) for b in self.bundles for n, meta in b.manifest["files"].items()
+                   if n in ("encoder.onnx", "decoder.onnx", "tables.npz"))
+
+    def choose(self, p_tot: float, gamma: np.ndarray) -> np.ndarray:
+        """``gamma [b]`` float64 -> pair index ``[b]`` (into the sorted :attr:`bundles`)."""
+        ok = self.costs[None, :] <= p_tot * np.asarray(gamma, np.float64)[:, None]  # [b, K]
+        return np.where(ok.any(1), ok.argmax(1), len(self.bundles) - 1)
+
+
+def sweep_pairs(pairs: PairSet, images: np.ndarray, snrs, channel: str = "rayleigh", realizations: int = 1,
+                seed: int = 0, batch: int = 256, noise_var: float = 1.0, keep: int = 0, progress=None,
+                name: str = "pairs") -> MethodResult:
+    """PSNR-vs-SNR of a :class:`PairSet`; arguments and randomness as :func:`sweep_esc` (same
+    fading streams; the unit noise of a batch is drawn once from its noise stream and shared
+    by every pair and SNR). Extras per SNR: ``label_error_rate``, ``pair_use [K]``."""
+    from escmvq.core import channels, pvq
+    from escmvq.runtime.alloc_adapter import gamma_of
+    from escmvq.runtime.transmitter import snr_to_ptot
+
+    b0 = pairs.bundles[0]
+    images = np.asarray(images)
+    th, tw = b0.tile_size
+    if images.ndim != 4 or images.shape[1:] != (th, tw, 3) or images.dtype != np.uint8 or len(images) == 0:
+        raise ValueError(f"images: expected [n, {th}, {tw}, 3] uint8, got {images.shape} {images.dtype}")
+    if channel not in CHANNELS:
+        raise ValueError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}")
+    n, S, K, P = len(images), len(snrs), int(realizations), len(pairs)
+    T, N = b0.n_symbols, int(b0.model["N"])
+    p_tots = [snr_to_ptot(float(s), b0.n_bits, noise_var) for s in snrs]
+    psnr = np.zeros((S, n))
+    lerr = np.zeros(S)
+    use = np.zeros((S, P))
+    k_keep = min(int(keep), n)
+    samples = np.zeros((S, k_keep, th, tw, 3), np.uint8)
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        imgs = images[start:start + batch]
+        b = len(imgs)
+        x01 = imgs.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+        zs: dict[int, np.ndarray] = {}
+        for r in range(K):
+            h = fading(seed, channel, r, start, b)
+            gam = gamma_of(h, noise_var)
+            noise = np.asarray(channels.apply(np.zeros((b, T), np.complex64), np.ones(b, np.complex64),
+                                              np.ones(T), noise_rng(seed, r, start), noise_var=noise_var), np.complex64)
+            for si, p_tot in enumerate(p_tots):
+                pick = pairs.choose(p_tot, gam)
+                rec_all = np.empty((b, th, tw, 3), np.uint8)
+                for k in np.unique(pick):
+                    rows = np.nonzero(pick == k)[0]
+                    if k not in zs:
+                        zs[k] = pvq.to_subvectors(pairs.tx[k].encode(x01))
+                    rec, _, sent, got = pairs.links[k].run(zs[k][rows], h[rows], p_tot, None, noise_var,
+                                                           noise=noise[rows])
+                    rec_all[rows] = rec
+                    lerr[si] += float(np.count_nonzero(sent != got))
+                    use[si, k] += rows.size
+                psnr[si, start:start + b] += psnr_batch(imgs, rec_all) / K
+                if r == 0 and start < k_keep:
+                    samples[si, start:k_keep] = rec_all[: k_keep - start]
+                if progress is not None:
+                    progress(b)
+    tot = float(n * K)
+    return MethodResult(
+        name=name, psnr=psnr, samples=samples if k_keep else None, seconds=time.perf_counter() - t0,
+        info={"pairs": P, "kind": "pair-set", "pair_names": pairs.names, "parameter_bytes": pairs.parameter_bytes,
+              "pair_costs_per_unit_gamma": pairs.costs.tolist()},
+        extra={"label_error_rate": (lerr / (tot * N)).tolist(), "pair_use": (use / tot).tolist()},
+    )

@@ -56,18 +56,21 @@ def _graphs():
     return onnx, helper.make_model(enc, **kw), helper.make_model(dec, **kw)
 
 
-def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp") -> Path:
-    """Write the colour-quantiser bundle to ``folder/colour.escmvq`` (reused if present).
+def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp", mu_base=MU_BASE,
+                  name: str | None = None) -> Path:
+    """Write the colour-quantiser bundle to ``folder/NAME.escmvq`` (reused if present).
 
     images : ``[n, 32, 32, 3]`` uint8, for the distortion table (31).
     method : the allocator stored in the bundle ("jcamp" | "jcap").
-    Returns the bundle path.
+    mu_base : one base bit-flip probability per codebook (V = its length; V = 1 makes a
+        single-codebook "pair" as the K-pair baselines have).
+    name : folder name (default ``colour-METHOD``). Returns the bundle path.
     """
     from escmvq.core import pvq
     from escmvq.export import bundle_writer as bw
     from escmvq.runtime.alloc_adapter import make_allocator
 
-    out = Path(folder) / f"colour-{method}.escmvq"
+    out = Path(folder) / f"{name or 'colour-' + method}.escmvq"
     if (out / "manifest.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -77,10 +80,10 @@ def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp")
     lv = (np.arange(8, dtype=np.float32) + 0.5) / 8
     r, g, b = np.meshgrid(lv, lv, lv, indexing="ij")
     cb = np.stack([r.ravel(), g.ravel(), b.ravel(), np.zeros(512, np.float32)], 1).astype(np.float32)
-    V, N, B = 5, 64, 9
+    V, N, B = len(mu_base), 64, 9
     codebooks = np.repeat(cb[None], V, 0)
     scale = np.linspace(0.5, 2.0, B)
-    mu = np.stack([np.tile(np.minimum(m * scale, 0.5), (N, 1)) for m in MU_BASE]).astype(np.float32)
+    mu = np.stack([np.tile(np.minimum(m * scale, 0.5), (N, 1)) for m in mu_base]).astype(np.float32)
     x = np.asarray(images, np.float32) / 255.0
     z = x.reshape(len(x), 8, 4, 8, 4, 3).mean((2, 4)).transpose(0, 3, 1, 2)  # [n, 3, 8, 8]
     z = np.concatenate([z, np.zeros((len(x), 1, 8, 8), np.float32)], 1)

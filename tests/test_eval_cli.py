@@ -94,3 +94,21 @@ def test_figures_are_valid_pngs(tmp_path):
         figures.fig8_codebook_heatmap(np.ones((3, 4)), [0, 5], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f3.png", "f5.png", "f6.png", "f8.png"]
+
+
+def test_eval_with_a_pair_set(bundle, tmp_path):
+    from escmvq.eval.datasets import load_cifar10_test
+    from escmvq.eval.testing import colour_bundle
+
+    imgs = load_cifar10_test(96)
+    for i, m in enumerate((0.003, 0.2)):
+        colour_bundle(tmp_path, imgs, "jcap", mu_base=(m,), name=f"vq{i}")
+    js = tmp_path / "o.json"
+    r = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--methods", "jcap", "--snr", "0,20", "--images", "16",
+                                 "--quiet", "--pairs", f"bsc-vq={tmp_path}/vq*.escmvq", "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(js.read_text())
+    assert set(doc["methods"]) == {"jcap", "bsc-vq"}
+    assert doc["methods"]["bsc-vq"]["pairs"] == 2 and doc["methods"]["jcap"]["pairs"] == 1
+    r = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--pairs", f"x={tmp_path}/none*", "--quiet"])
+    assert r.exit_code == 2 and "no bundle folder" in r.output

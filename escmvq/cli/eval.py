@@ -60,6 +60,8 @@ def eval_cmd(
     symbol_factor: int = typer.Option(8, "--jpeg-symbol-factor", help="JPEG+LDPC symbol budget in units of T (8 for CIFAR)."),
     jpeg_energy: str = typer.Option("total", "--jpeg-energy", help="total (same P_tot as ESC-MVQ) or per-symbol."),
     jpeg_headers: str = typer.Option("stripped", "--jpeg-headers", help="stripped (quality byte + scan) or full (JFIF file)."),
+    pairs: Optional[list[str]] = typer.Option(None, "--pairs", help="A K-pair baseline as NAME=GLOB of bundle folders "
+                                              "(e.g. bsc-vq='runs/bsc-vq/*.escmvq'); repeatable."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -84,6 +86,17 @@ def eval_cmd(
         fail(f"--jpeg-energy: expected total or per-symbol, got {jpeg_energy!r}", 2)
     if jpeg_headers not in ("stripped", "full"):
         fail(f"--jpeg-headers: expected stripped or full, got {jpeg_headers!r}", 2)
+    pair_specs = []
+    for spec in pairs or []:
+        name, sep, pattern = spec.partition("=")
+        if not sep or not name.strip() or not pattern.strip() or name.strip() in ALL_METHODS:
+            fail(f"--pairs: expected NAME=GLOB with a new NAME, got {spec!r}", 2)
+        import glob
+
+        found = sorted(glob.glob(pattern.strip()))
+        if not found:
+            fail(f"--pairs {name}: no bundle folder matches {pattern!r}", 2)
+        pair_specs.append((name.strip(), found))
     outputs = [p for p in (json_out, plot, grid, heatmap, mu_cdf) if p is not None]
     if len(set(map(str, outputs))) != len(outputs):
         fail("output paths must differ", 2)
@@ -102,7 +115,7 @@ def eval_cmd(
         b = load_bundle(bundle)
         imgs = load_images(dataset, images, b.tile_size, data_dir)
         esc = [m for m in meths if m in ("jcamp", "jcap")]
-        total = len(imgs) * realizations * len(snrs) * len(meths)
+        total = len(imgs) * realizations * len(snrs) * (len(meths) + len(pair_specs))
         results = {}
         keep = 8 if grid is not None else 0
 
@@ -126,6 +139,17 @@ def eval_cmd(
                     imgs, snrs, channel, realizations, seed, batch, keep=keep,
                     progress=lambda k: prog.advance(task, k), n_bits=b.n_bits, n_symbols=b.n_symbols,
                     symbol_factor=symbol_factor, energy=jpeg_energy, headers=jpeg_headers, threads=threads)
+            if pair_specs:
+                from escmvq.eval.sweep import PairSet, sweep_pairs
+
+                for name, paths in pair_specs:
+                    prog.update(task, description=name)
+                    ps = PairSet(paths, threads=threads)
+                    if ps.bundles[0].tile_size != b.tile_size:
+                        raise ValueError(f"--pairs {name}: tile size {ps.bundles[0].tile_size} differs from the bundle's")
+                    results[name] = sweep_pairs(ps, imgs, snrs, channel, realizations, seed, batch, keep=keep,
+                                                progress=lambda k: prog.advance(task, k), name=name)
+                    meths.append(name)
         elapsed = time.perf_counter() - t_start
         model_bytes = sum(int(meta["bytes"]) for name, meta in b.manifest["files"].items()
                           if name in ("encoder.onnx", "decoder.onnx", "tables.npz"))

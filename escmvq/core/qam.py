@@ -256,6 +256,17 @@ def map_frame(bits: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np
     return out
 
 
+def _check_received(y, orders, bit_order):
+    """Validate a received frame ``y : [batch, T]`` against a plan's orders and bit order."""
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"y: expected [batch, T], got shape {y.shape}")
+    orders, bit_order = _check_frame(orders, bit_order)
+    if y.shape[1] != orders.size:
+        raise ValueError(f"y: has {y.shape[1]} symbols but orders has {orders.size}")
+    return y, orders, bit_order
+
+
 def demap_frame(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np.ndarray:
     """Hard-demap a frame; inverse of :func:`map_frame` on noiseless input.
 
@@ -263,12 +274,7 @@ def demap_frame(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np.
     orders : [T] int; bit_order : [L] int (as in :func:`map_frame`).
     Returns ``[batch, L]`` uint8 in flat label-bit order.
     """
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"y: expected [batch, T], got shape {y.shape}")
-    orders, bit_order = _check_frame(orders, bit_order)
-    if y.shape[1] != orders.size:
-        raise ValueError(f"y: has {y.shape[1]} symbols but orders has {orders.size}")
+    y, orders, bit_order = _check_received(y, orders, bit_order)
     perm = np.empty((y.shape[0], bit_order.size), np.uint8)
     for m, t_idx, pos in frame_slices(orders):
         perm[:, pos] = demap_hard(y[:, t_idx], m)
@@ -284,12 +290,7 @@ def demap_frame_llr(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray, no
     variance per symbol after equalisation (``1/(gamma*p_t)``).
     Returns ``[batch, L]`` float32 in flat label-bit order.
     """
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"y: expected [batch, T], got shape {y.shape}")
-    orders, bit_order = _check_frame(orders, bit_order)
-    if y.shape[1] != orders.size:
-        raise ValueError(f"y: has {y.shape[1]} symbols but orders has {orders.size}")
+    y, orders, bit_order = _check_received(y, orders, bit_order)
     nv = np.broadcast_to(np.asarray(noise_var, np.float64), y.shape)
     perm = np.empty((y.shape[0], bit_order.size), np.float32)
     for m, t_idx, pos in frame_slices(orders):

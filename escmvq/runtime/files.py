@@ -29,6 +29,13 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+def _default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], force: bool = False) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``; remove it on any error."""
     path = check_output(path, force)
@@ -39,6 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], force: 
         write(tmp)
         if path.exists() and not force:  # appeared meanwhile
             raise OutputExistsError(f"{path} exists (pass --force to overwrite)")
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; give the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -147,3 +147,25 @@ def test_image_round_trip_through_bytes_and_refusal_by_other_bundle(txrx, bundle
     (other / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(FrameMismatch, match="refusing to decode"):
         receive_frame(Receiver(other), frame, np.random.default_rng(1))
+
+
+def test_allocator_override_is_used_by_both_ends(bundle_dir, txrx):
+    """``allocator=`` replaces the bundle's allocator on either side (e.g. JCAP for a JCAMP bundle)."""
+    from escmvq.runtime.alloc_adapter import make_allocator
+    from escmvq.runtime.receiver import Receiver
+    from escmvq.runtime.transmitter import Transmitter
+
+    tx, _ = txrx
+    b = tx.bundle
+    other = "jcap" if b.model.get("allocator", {}).get("method") != "jcap" else "jcamp"
+    alloc = make_allocator(b.distortion, b.mu, rate=b.rate, method=other, variant="exact")
+    tx2, rx2 = Transmitter(b, allocator=alloc), Receiver(b, allocator=alloc)
+    assert tx2.plans.allocator is alloc and rx2.plans.allocator is alloc
+    assert tx.plans.allocator is b.allocator  # default unchanged
+    p_tot, gamma = float(b.n_bits) * 10.0, np.array([0.3, 1.0, 4.0])
+    want = [alloc.plan(p_tot, g) for g in gamma]
+    cbs, orders, powers, bit_order = rx2.plans.batch(p_tot, gamma)
+    for r, plan in enumerate(want):
+        assert np.array_equal(cbs[r], plan.codebooks)
+        assert np.array_equal(orders[r], plan.orders)
+        np.testing.assert_array_equal(powers[r], plan.powers)

@@ -143,9 +143,8 @@ class EscLink:
         self.bundle, self.method = bundle, method
         alloc = allocator if allocator is not None else allocator_for(bundle, method)
         self.tx_plans = PlanCache(alloc, n_symbols=bundle.n_symbols, n_bits=bundle.n_bits)
-        self.rx = Receiver(bundle, threads=threads)
         # the receiver derives its own plans (footnote 2) with this method's allocator
-        self.rx.plans = PlanCache(alloc, n_symbols=bundle.n_symbols, n_bits=bundle.n_bits)
+        self.rx = Receiver(bundle, threads=threads, allocator=alloc)
         self.search = search_matrices(bundle.codebooks)
 
     def run(self, zs: np.ndarray, h: np.ndarray, p_tot: float, rng: np.random.Generator | None,

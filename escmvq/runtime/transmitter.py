@@ -41,7 +41,9 @@ class TxResult:
 
 class Transmitter:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None):
+                 threads: int | None = None, allocator=None):
+        """``allocator``: an ``escmvq.runtime.Allocator`` to plan with instead of the bundle's
+        (e.g. JCAP for a bundle exported with JCAMP); both link ends must use the same one."""
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         name = "encoder.onnx" if precision == "fp32" else f"encoder.{precision}.onnx"
         if not self.bundle.has(name):
@@ -50,7 +52,8 @@ class Transmitter:
             raise BundleError(f"bundle has no {precision} encoder ({name}); export with --{precision}")
         cache = trt_cache_dir(self.bundle.hash_hex) if device in ("tensorrt", "jetson") else None
         self.session = make_session(self.bundle.file(name), device=device, threads=threads, cache_dir=cache)
-        self.plans = PlanCache(self.bundle.allocator, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
+        alloc = self.bundle.allocator if allocator is None else allocator
+        self.plans = PlanCache(alloc, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
         self._search = search_matrices(self.bundle.codebooks)
         self._B = int(self.bundle.model["B"])
 

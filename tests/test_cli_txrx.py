@@ -21,14 +21,6 @@ runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from escmvq.export.testing import tiny_bundle
-
-    return tiny_bundle(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture
 def work(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)

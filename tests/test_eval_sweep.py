@@ -114,14 +114,10 @@ def test_sweep_runs_without_torch(bundle):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
-def test_sweep_on_an_exported_bundle(tmp_path_factory, images):
+def test_sweep_on_an_exported_bundle(bundle_dir, images):
     """The real export path (PyTorch -> ONNX bundle, untrained tiny preset): the decoder
     ignores the labels, but the link must still be error-free at high SNR."""
-    pytest.importorskip("torch")
-    from escmvq.export.testing import tiny_bundle
-
-    path = tiny_bundle(tmp_path_factory.getbasetemp())  # same call as the other suites: shared per session
-    res = sweep_esc(path, images[:32], [-5.0, 30.0], channel="rayleigh", seed=2, realizations=2)
+    res = sweep_esc(bundle_dir, images[:32], [-5.0, 30.0], channel="rayleigh", seed=2, realizations=2)
     for m in ("jcamp", "jcap"):
         ler = res[m].summary()["label_error_rate"]
         assert ler[0] > 0.3 and ler[1] < 0.02

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +12,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from escmvq.export.testing import CIFAR_TEST, KODAK, tiny_bundle, tiny_checkpoint  # noqa: E402
+from escmvq.export.testing import CIFAR_TEST, KODAK, tiny_checkpoint  # noqa: E402
 from escmvq.runtime.backends import make_session  # noqa: E402
 from escmvq.runtime.bundle import load_bundle, sha256_file  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    return tiny_bundle(tmp_path_factory.getbasetemp())
 
 
 def test_manifest_describes_every_file(bundle_dir):

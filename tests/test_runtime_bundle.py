@@ -11,14 +11,6 @@ from escmvq.runtime.backends import BackendError, make_session
 from escmvq.runtime.bundle import BundleError, load_bundle, manifest_hash
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from escmvq.export.testing import tiny_bundle
-
-    return tiny_bundle(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture
 def copy(bundle_dir, tmp_path) -> Path:
     dst = tmp_path / "b.escmvq"

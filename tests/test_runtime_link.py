@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +11,6 @@ from escmvq.core import pvq, qam
 from escmvq.runtime.frame import parse
 from escmvq.runtime.modem import demodulate, modulate
 from escmvq.runtime.quantize import dequantize, quantize
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from escmvq.export.testing import tiny_bundle
-
-    return tiny_bundle(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from escmvq.training.checkpoint import (  # noqa: E402
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
-    strip_checkpoint,
 )
 from escmvq.training.trainer import build_tiny_checkpoint, synthetic_images  # noqa: E402
 

@@ -4,7 +4,6 @@ torch is imported inside the command functions only.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

@@ -8,7 +8,7 @@ real complex Gaussian noise, perfect-CSI equalisation and hard decisions.
 
 Per batch of images the encoder runs once (its output does not depend on the SNR or the
 method); the transmitter's remaining stages (plan, codebook search, bits, QAM, power) are
-:meth:`Transmitter.send`'s after ``encode`` (:func:`send_latent`; a test checks it gives
+the runtime's own ``transmitter.send_subvectors`` (via :func:`send_latent`; a test checks it gives
 the same samples), and the receiver is :meth:`Receiver.receive` unchanged.
 
 Randomness and reproducibility (``np.random.Generator`` everywhere, no global state):
@@ -113,17 +113,9 @@ def send_latent(bundle, plans, search: np.ndarray, zs: np.ndarray, p_tot: float,
     Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64,
     labels ``[b, N]`` int64).
     """
-    from escmvq.core import pvq
-    from escmvq.runtime.alloc_adapter import gamma_of
-    from escmvq.runtime.modem import modulate
-    from escmvq.runtime.quantize import quantize
+    from escmvq.runtime.transmitter import send_subvectors
 
-    b = zs.shape[0]
-    cbs, orders, powers, bit_order = plans.batch(p_tot, gamma_of(h, noise_var))
-    labels = quantize(zs, bundle.codebooks, cbs, search)
-    bits = pvq.index_to_bits(labels, int(bundle.model["B"])).reshape(b, -1)
-    s = modulate(bits, orders, bit_order)
-    return (s * np.sqrt(powers)).astype(np.complex64), cbs, labels
+    return send_subvectors(zs, bundle.codebooks, search, plans, int(bundle.model["B"]), p_tot, h, noise_var)
 
 
 class EscLink:

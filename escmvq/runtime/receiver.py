@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from escmvq.core import pvq
-from escmvq.runtime.alloc_adapter import PlanCache, gamma_of
-from escmvq.runtime.backends import make_session, trt_cache_dir
-from escmvq.runtime.bundle import Bundle, BundleError, load_bundle
+from escmvq.core import channels, pvq
+from escmvq.runtime.alloc_adapter import gamma_of
+from escmvq.runtime.bundle import Bundle
+from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import Frame, FrameError
 from escmvq.runtime.modem import demodulate
 from escmvq.runtime.quantize import dequantize
@@ -33,16 +33,9 @@ class RxResult:
 class Receiver:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, allocator=None):
-        """``allocator``: an ``escmvq.runtime.Allocator`` to plan with instead of the bundle's
-        (e.g. JCAP for a bundle exported with JCAMP); both link ends must use the same one."""
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        name = "decoder.onnx" if precision == "fp32" else f"decoder.{precision}.onnx"
-        if not self.bundle.has(name):
-            raise BundleError(f"bundle has no {precision} decoder ({name}); export with --{precision}")
-        cache = trt_cache_dir(self.bundle.hash_hex) if device in ("tensorrt", "jetson") else None
-        self.session = make_session(self.bundle.file(name), device=device, threads=threads, cache_dir=cache)
-        alloc = self.bundle.allocator if allocator is None else allocator
-        self.plans = PlanCache(alloc, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
+        """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
+        (see :func:`~escmvq.runtime.endpoint.open_endpoint`)."""
+        self.bundle, self.session, self.plans = open_endpoint(bundle, "decoder", device, precision, threads, allocator)
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
 
@@ -68,11 +61,8 @@ class Receiver:
         t0 = time.perf_counter()
         cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
         t1 = time.perf_counter()
-        # equalise (perfect CSI); a symbol with zero power carries no information: s_hat = 0
-        scale = h[:, None].astype(np.complex128) * np.sqrt(powers)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s_hat = np.where(scale != 0, y / np.where(scale != 0, scale, 1), 0).astype(np.complex64)
-        bits = demodulate(s_hat, orders, bit_order)
+        # perfect CSI; a symbol sent with zero power carries no information and comes back as 0
+        bits = demodulate(channels.equalize(y, h, powers), orders, bit_order)
         labels = pvq.bits_to_index(bits.reshape(b, -1, self._B))
         t2 = time.perf_counter()
         zq = pvq.from_subvectors(dequantize(labels, self.bundle.codebooks, cbs), self._h, self._w)

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from escmvq.core import pvq
-from escmvq.runtime.alloc_adapter import PlanCache, gamma_of
-from escmvq.runtime.backends import make_session, trt_cache_dir
-from escmvq.runtime.bundle import Bundle, load_bundle
+from escmvq.runtime.alloc_adapter import gamma_of
+from escmvq.runtime.bundle import Bundle
+from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.modem import modulate
 from escmvq.runtime.quantize import quantize, search_matrices
 
-__all__ = ["Transmitter", "TxResult", "snr_to_ptot"]
+__all__ = ["Transmitter", "TxResult", "send_subvectors", "snr_to_ptot"]
 
 
 def snr_to_ptot(snr_db: float, n_bits: int, noise_var: float = 1.0) -> float:
@@ -26,6 +26,29 @@ def snr_to_ptot(snr_db: float, n_bits: int, noise_var: float = 1.0) -> float:
     from escmvq.core.channels import snr_db_to_ptot
 
     return float(snr_db_to_ptot(float(snr_db), int(n_bits), noise_var=float(noise_var)))
+
+
+def send_subvectors(zs: np.ndarray, codebooks: np.ndarray, search: np.ndarray, plans, B: int, p_tot: float,
+                    h: np.ndarray, noise_var: float = 1.0, timings: dict | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything the transmitter does after the encoder: plan, quantize, bits, QAM, power.
+
+    zs : ``[b, N, D]`` float32 encoder sub-vectors; codebooks : ``[V, K, D]`` float32;
+    search : ``quantize.search_matrices(codebooks)``; plans : a ``PlanCache``; B : bits per
+    label; p_tot : float > 0; h : ``[b]`` complex64 (one plan per row from ``|h|^2/noise_var``).
+    Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64,
+    labels ``[b, N]`` int64); stage times in seconds go into ``timings`` when given.
+    """
+    t0 = time.perf_counter()
+    cbs, orders, powers, bit_order = plans.batch(p_tot, gamma_of(h, noise_var))
+    t1 = time.perf_counter()
+    labels = quantize(zs, codebooks, cbs, search)
+    t2 = time.perf_counter()
+    bits = pvq.index_to_bits(labels, B).reshape(len(zs), -1)
+    x = (modulate(bits, orders, bit_order) * np.sqrt(powers)).astype(np.complex64)
+    if timings is not None:
+        timings.update(allocate=t1 - t0, quantize=t2 - t1, modulate=time.perf_counter() - t2)
+    return x, cbs, labels
 
 
 @dataclass
@@ -42,18 +65,9 @@ class TxResult:
 class Transmitter:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, allocator=None):
-        """``allocator``: an ``escmvq.runtime.Allocator`` to plan with instead of the bundle's
-        (e.g. JCAP for a bundle exported with JCAMP); both link ends must use the same one."""
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        name = "encoder.onnx" if precision == "fp32" else f"encoder.{precision}.onnx"
-        if not self.bundle.has(name):
-            from escmvq.runtime.bundle import BundleError
-
-            raise BundleError(f"bundle has no {precision} encoder ({name}); export with --{precision}")
-        cache = trt_cache_dir(self.bundle.hash_hex) if device in ("tensorrt", "jetson") else None
-        self.session = make_session(self.bundle.file(name), device=device, threads=threads, cache_dir=cache)
-        alloc = self.bundle.allocator if allocator is None else allocator
-        self.plans = PlanCache(alloc, n_symbols=self.bundle.n_symbols, n_bits=self.bundle.n_bits)
+        """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
+        (see :func:`~escmvq.runtime.endpoint.open_endpoint`)."""
+        self.bundle, self.session, self.plans = open_endpoint(bundle, "encoder", device, precision, threads, allocator)
         self._search = search_matrices(self.bundle.codebooks)
         self._B = int(self.bundle.model["B"])
 
@@ -79,16 +93,9 @@ class Transmitter:
             p_tot = snr_to_ptot(snr_db, self.bundle.n_bits, noise_var)
         t0 = time.perf_counter()
         z = self.encode(tiles)
-        t1 = time.perf_counter()
-        cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
-        t2 = time.perf_counter()
-        labels = quantize(pvq.to_subvectors(z), self.bundle.codebooks, cbs, self._search)
-        t3 = time.perf_counter()
-        bits = pvq.index_to_bits(labels, self._B).reshape(b, -1)
-        s = modulate(bits, orders, bit_order)
-        x = (s * np.sqrt(powers)).astype(np.complex64)
-        t4 = time.perf_counter()
-        t.update(encode=t1 - t0, allocate=t2 - t1, quantize=t3 - t2, modulate=t4 - t3)
+        t["encode"] = time.perf_counter() - t0
+        x, cbs, labels = send_subvectors(pvq.to_subvectors(z), self.bundle.codebooks, self._search, self.plans,
+                                         self._B, p_tot, h, noise_var, timings=t)
         return TxResult(samples=x, h=h, p_tot=float(p_tot), noise_var=float(noise_var), codebooks=cbs, labels=labels, timings=t)
 
     def send_image(self, img: np.ndarray, snr_db: float, rng: np.random.Generator, channel: str = "rayleigh",

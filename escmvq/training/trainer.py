@@ -12,8 +12,6 @@ perplexity and dead codewords per codebook.
 """
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -161,22 +161,22 @@ class Allocator:
         return t
 
     def state_index(self, p_tot, gamma) -> int:
+        """Index of the last greedy state whose cost fits ``p_tot * gamma`` (0 below the cheapest)."""
         p_tot, gamma = check_budget(p_tot, gamma)
-        k_over = int(np.searchsorted(self._a["thresholds"], p_tot * gamma, side="right"))
-        return k_over - 1 if k_over > 0 else 0
+        return self._state_at(p_tot * gamma)
+
+    def _state_at(self, budget: float) -> int:
+        return max(int(self._thr.searchsorted(budget, side="right")) - 1, 0)
 
     # ------------------------------------------------------------------ the product
     def plan(self, p_tot, gamma) -> Plan:
         """Plan for budget ``p_tot`` (float > 0) and channel SNR ``gamma`` (float > 0)."""
-        if type(p_tot) is float and type(gamma) is float and 0.0 < p_tot < math.inf and 0.0 < gamma < math.inf:
-            pass  # fast path for plain floats
-        else:
+        # plain positive finite floats skip the validation (the hot path)
+        if not (type(p_tot) is float and type(gamma) is float
+                and 0.0 < p_tot < math.inf and 0.0 < gamma < math.inf):
             p_tot, gamma = check_budget(p_tot, gamma)  # converts, or raises with the reason
-        a = self._a
         b = p_tot * gamma
-        k = int(self._thr.searchsorted(b, side="right")) - 1
-        if k < 0:
-            k = 0
+        k = self._state_at(b)
         v = self._cbs[k]
         if self._paper_jcamp:
             orders, bo, base, s, warn = self._paper_layout(k, v)  # cached: hand out copies

@@ -32,7 +32,7 @@ def _valid_png(p: Path):
 
 
 def test_eval_writes_json_and_figures(bundle, tmp_path):
-    out = {k: tmp_path / f"{k}.{'json' if k == 'json' else 'png'}" for k in ("json", "plot", "grid", "heatmap", "mu-cdf")}
+    out = {k: tmp_path / f"{k}.{'json' if k == 'json' else 'png'}" for k in ("json", "plot", "bars", "grid", "heatmap", "mu-cdf")}
     args = ["eval", "--bundle", str(bundle), "--methods", "jcamp,jcap", "--channel", "awgn", "--snr", "0:20:10",
             "--images", "24", "--seed", "1", "--quiet"] + [a for k, p in out.items() for a in (f"--{k}", str(p))]
     r = CliRunner().invoke(app, args)
@@ -44,7 +44,7 @@ def test_eval_writes_json_and_figures(bundle, tmp_path):
         assert len(s["psnr_mean"]) == 3 and all(c > 0 for c in s["psnr_ci95"])
         assert s["psnr_mean"][2] > s["psnr_mean"][0] and s["pairs"] == 1 and s["parameter_bytes"] > 0
         assert len(s["mean_codebook"]) == 3 and len(s["mean_codebook"][0]) == 64
-    for k in ("plot", "grid", "heatmap", "mu-cdf"):
+    for k in ("plot", "bars", "grid", "heatmap", "mu-cdf"):
         _valid_png(out[k])
     # same seed -> same numbers
     again = tmp_path / "again.json"

@@ -49,6 +49,7 @@ def eval_cmd(
     realizations: int = typer.Option(1, "--realizations", "-k", help="Fading + noise draws per image."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write Fig. 5 (PSNR vs SNR with 95% CI) as PNG here."),
+    bars: Optional[Path] = typer.Option(None, "--bars", help="Write Fig. 7 (grouped bars per SNR point) as PNG here."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="Write Fig. 6 (reconstructions at the SNR nearest --grid-snr)."),
     grid_snr: float = typer.Option(10.0, "--grid-snr", help="SNR of the --grid figure (nearest grid point)."),
     heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write Fig. 8 (mean codebook per sub-vector, JCAMP or the first method)."),
@@ -97,7 +98,7 @@ def eval_cmd(
         if not found:
             fail(f"--pairs {name}: no bundle folder matches {pattern!r}", 2)
         pair_specs.append((name.strip(), found))
-    outputs = [p for p in (json_out, plot, grid, heatmap, mu_cdf) if p is not None]
+    outputs = [p for p in (json_out, plot, bars, grid, heatmap, mu_cdf) if p is not None]
     if len(set(map(str, outputs))) != len(outputs):
         fail("output paths must differ", 2)
     with cli_errors():
@@ -183,6 +184,8 @@ def eval_cmd(
 
         if plot is not None:
             fig(plot, lambda p: figures.fig5_psnr_snr(doc, p))
+        if bars is not None:
+            fig(bars, lambda p: figures.fig7_bars(doc, p))
         if grid is not None:
             si = int(np.argmin(np.abs(np.asarray(snrs) - grid_snr)))
             recs = {m: results[m].samples[si] for m in meths}

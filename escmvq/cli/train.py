@@ -38,6 +38,9 @@ def train_cmd(
     log_every: int = typer.Option(50, help="steps between log lines when not on a terminal"),
     epochs: Optional[str] = typer.Option(None, help="override epochs per stage, e.g. '10,3,3,3,3'"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="override the preset's cap"),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
+        "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
 ) -> None:
     """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt."""
     from rich.console import Console
@@ -55,6 +58,13 @@ def train_cmd(
 
     try:
         p = get_preset(preset)
+        if baseline:
+            from escmvq.training.baselines import baseline_preset
+
+            method, _, level = baseline.partition(":")
+            if not level:
+                raise ValueError(f"--baseline: expected METHOD:LEVEL, got {baseline!r}")
+            p = baseline_preset(p, method, level)
         kw = {}
         if epochs:
             kw["epochs_per_stage"] = tuple(int(e) for e in epochs.split(","))
@@ -66,7 +76,7 @@ def train_cmd(
         _fail(console, str(e))
     from escmvq.training.trainer import DEFAULT_STAGE_SHARE
 
-    shares = DEFAULT_STAGE_SHARE
+    shares = DEFAULT_STAGE_SHARE if p.V == len(DEFAULT_STAGE_SHARE) else (1.0 / p.V,) * p.V
     if stage_share:
         try:
             shares = tuple(float(v) for v in stage_share.split(","))

@@ -3,6 +3,7 @@
 - :func:`fig3_mu_cdf`: CDF of the trained bit-flip probabilities per codebook (Fig. 3).
 - :func:`fig5_psnr_snr`: mean PSNR vs SNR with 95% intervals, one line per method (Fig. 5).
 - :func:`fig6_grid`: originals and each method's reconstructions at one SNR (Fig. 6).
+- :func:`fig7_bars`: grouped bars per SNR point, one per method (Fig. 7).
 - :func:`fig8_codebook_heatmap`: mean assigned codebook per sub-vector vs SNR (Fig. 8).
 
 Every function writes a PNG atomically (temporary file in the same folder, then rename), so
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fig3_mu_cdf", "fig5_psnr_snr", "fig6_grid", "fig8_codebook_heatmap", "save_atomic"]
+__all__ = ["fig3_mu_cdf", "fig5_psnr_snr", "fig6_grid", "fig7_bars", "fig8_codebook_heatmap", "save_atomic"]
 
 _STYLE = {"jcamp": ("ESC-MVQ (JCAMP)", "C0", "o"), "jcap": ("ESC-MVQ (JCAP)", "C1", "s"),
           "jpeg-ldpc": ("JPEG+LDPC", "C7", "x"), "esc-svq": ("ESC-SVQ", "C2", "^"),
@@ -96,6 +97,35 @@ def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:
     ax.set_title(title or f"{result.get('dataset', '')} over {result.get('channel', '')}, {n} images "
                            f"x {result.get('realizations', 1)} (95% CI)")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_atomic(fig, path)
+
+
+def fig7_bars(result: dict, path, title: str | None = None) -> Path:
+    """Fig. 7: grouped bars, one group per SNR point and one bar per method, with the 95%
+    interval as error bar. ``result``: the sweep JSON as for :func:`fig5_psnr_snr`."""
+    snr = np.asarray(result["snr_db"], np.float64)
+    methods = result.get("methods") or {}
+    if not methods:
+        raise ValueError("result: no methods to plot")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(snr) + 1), 4))
+    width = 0.8 / len(methods)
+    x = np.arange(len(snr))
+    for i, (name, r) in enumerate(methods.items()):
+        lab, col, _ = _label(name)
+        ci = np.asarray([0.0 if c is None else c for c in r["psnr_ci95"]], np.float64)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, r["psnr_mean"], width, yerr=ci, label=lab, color=col,
+               capsize=2)
+    ax.set_xticks(x, [f"{v:g}" for v in snr])
+    ax.set_xlabel("SNR (dB), eq. (53)")
+    ax.set_ylabel("PSNR (dB)")
+    lo = min(min(r["psnr_mean"]) for r in methods.values())
+    ax.set_ylim(max(0.0, lo - 3.0), None)
+    n = next(iter(methods.values())).get("n_images")
+    ax.set_title(title or f"training strategies, {result.get('dataset', '')} over {result.get('channel', '')}, "
+                          f"{n} images (95% CI)")
+    ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return save_atomic(fig, path)
 

@@ -28,8 +28,13 @@ def d1(z: torch.Tensor, z_sample: torch.Tensor, beta: float) -> torch.Tensor:
     return F.mse_loss(z_sample, z.detach()) + beta * F.mse_loss(z, z_sample.detach())
 
 
-def regulariser(mu: torch.Tensor) -> torch.Tensor:
-    """(22): ``(1/NB) sum_ij mu_ij log mu_ij``."""
+def regulariser(mu: torch.Tensor, kind: str = "xlogx") -> torch.Tensor:
+    """(22): ``(1/NB) sum_ij mu_ij log mu_ij`` (``"xlogx"``, ESC-MVQ), or BlindSC's
+    ``(mean(mu) - 0.5)^2`` (``"mse-half"``, Sec. V), which also pushes mu up."""
+    if kind == "mse-half":
+        return (mu.mean() - 0.5) ** 2
+    if kind != "xlogx":
+        raise ValueError(f"unknown regulariser {kind!r}")
     return (mu * torch.log(mu)).mean()
 
 

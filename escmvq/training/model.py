@@ -36,28 +36,51 @@ class ResBlock(nn.Module):
         return x + self.conv1(F.relu(self.conv3(F.relu(x))))
 
 
+def scalars_to_row(z: torch.Tensor) -> torch.Tensor:
+    """SQ layout: ``[b, C, h, w]`` -> ``[b, 1, h, w*C]`` (a position's C scalars side by side,
+    so the runtime's raster sub-vectors with ``D = 1`` are the scalars)."""
+    b, c, h, w = z.shape
+    return z.permute(0, 2, 3, 1).reshape(b, 1, h, w * c)
+
+
+def row_to_scalars(z: torch.Tensor, c: int) -> torch.Tensor:
+    """Inverse of :func:`scalars_to_row`: ``[b, 1, h, w*C]`` -> ``[b, C, h, w]``."""
+    b, _, h, wc = z.shape
+    return z.reshape(b, h, wc // c, c).permute(0, 3, 1, 2)
+
+
 class Encoder(nn.Module):
-    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int):
+    """``sq_channels``: the scalar-quantizer baselines' encoder (tanh-bounded ``C`` channels
+    laid out by :func:`scalars_to_row`); ``None`` for the VQ latent ``[b, D, h, w]``."""
+
+    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int, sq_channels: int | None = None):
         super().__init__()
+        self.sq_channels = sq_channels
         self.conv1 = nn.Conv2d(3, hidden // 2 if hidden >= 2 else hidden, 4, stride=2, padding=1)
         self.conv2 = nn.Conv2d(self.conv1.out_channels, hidden, 4, stride=2, padding=1)
         self.res = nn.Sequential(*[ResBlock(hidden, res_hidden) for _ in range(res_blocks)])
-        self.proj = nn.Conv2d(hidden, D, 1)
+        self.proj = nn.Conv2d(hidden, sq_channels or D, 1)
 
     def forward(self, x):
         h = self.conv2(F.relu(self.conv1(x)))
-        return self.proj(F.relu(self.res(h)))
+        z = self.proj(F.relu(self.res(h)))
+        if self.sq_channels:
+            z = scalars_to_row(torch.tanh(z))
+        return z
 
 
 class Decoder(nn.Module):
-    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int):
+    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int, sq_channels: int | None = None):
         super().__init__()
-        self.conv_in = nn.Conv2d(D, hidden, 3, padding=1)
+        self.sq_channels = sq_channels
+        self.conv_in = nn.Conv2d(sq_channels or D, hidden, 3, padding=1)
         self.res = nn.Sequential(*[ResBlock(hidden, res_hidden) for _ in range(res_blocks)])
         self.up1 = nn.ConvTranspose2d(hidden, hidden // 2 if hidden >= 2 else hidden, 4, stride=2, padding=1)
         self.up2 = nn.ConvTranspose2d(self.up1.out_channels, 3, 4, stride=2, padding=1)
 
     def forward(self, z):
+        if self.sq_channels:
+            z = row_to_scalars(z, self.sq_channels)
         h = F.relu(self.res(self.conv_in(z)))
         return self.up2(F.relu(self.up1(h)))
 
@@ -70,19 +93,28 @@ class ESCMVQ(nn.Module):
         preset.validate()
         self.preset = preset
         V, K, D, B, N = preset.V, preset.K, preset.D, preset.B, preset.N
-        self.encoder = Encoder(preset.hidden, preset.res_hidden, preset.res_blocks, D)
-        self.decoder = Decoder(preset.hidden, preset.res_hidden, preset.res_blocks, D)
-        g = torch.Generator().manual_seed(0)
-        cb = (torch.rand(V, K, D, generator=g) * 2 - 1) / K  # replaced by data init in training
-        self.codebooks = nn.Parameter(cb)
+        sq = preset.sq_channels if preset.quantizer == "sq" else None
+        self.encoder = Encoder(preset.hidden, preset.res_hidden, preset.res_blocks, D, sq)
+        self.decoder = Decoder(preset.hidden, preset.res_hidden, preset.res_blocks, D, sq)
+        if sq:  # predefined uniform scalar quantizer: 2^B levels on [-1, 1], not trained
+            cb = torch.linspace(-1.0, 1.0, K)[None, :, None].expand(V, K, D).clone()
+            self.codebooks = nn.Parameter(cb, requires_grad=False)
+        else:
+            g = torch.Generator().manual_seed(0)
+            cb = (torch.rand(V, K, D, generator=g) * 2 - 1) / K  # replaced by data init in training
+            self.codebooks = nn.Parameter(cb)
         raw0 = torch.stack([Q.raw_from_mu(max(preset.mu_init, 1.01 * m), m) for m in preset.mu_min])
-        self.mu_raw = nn.Parameter(raw0[:, None, None].expand(V, N, B).clone())
+        self.mu_raw = nn.Parameter(raw0[:, None, None].expand(V, N, B).clone(),
+                                   requires_grad=preset.mu_fixed is None)
         self.register_buffer("mu_min", torch.tensor(preset.mu_min, dtype=torch.float32))
         self.register_buffer("bits", Q.bit_table(B), persistent=False)
 
     # ---- public API (docs/interfaces.md) ----
     def mu(self) -> torch.Tensor:
-        """Bit-flip probabilities ``[V, N, B]`` in ``[mu_min^(v), 0.5]``."""
+        """Bit-flip probabilities ``[V, N, B]`` in ``[mu_min^(v), 0.5]`` (the constant
+        ``preset.mu_fixed`` for the fixed-BSC baselines)."""
+        if self.preset.mu_fixed is not None:
+            return torch.full_like(self.mu_raw, float(self.preset.mu_fixed))
         return Q.mu_from_raw(self.mu_raw, self.mu_min)
 
     def quantize_indices(self, z: torch.Tensor, v: int) -> torch.Tensor:
@@ -135,7 +167,7 @@ class ESCMVQ(nn.Module):
             e = Q.gumbel_softmax(logp, tau, generator)  # [b, N, K]
             zt = e @ cb  # sample (25), [b, N, D]
             d1 = L.d1(zs, zt, p.beta)
-            R = L.regulariser(mu[u])  # (22)
+            R = L.regulariser(mu[u], p.regulariser) if p.mu_fixed is None else zs.new_zeros(())  # (22)
             zhat = zs + (zt - zs).detach()  # (14)
             zts.append(Q.from_subvectors(zhat, h, w))
             idxs.append(idx)

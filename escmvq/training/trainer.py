@@ -141,6 +141,8 @@ def train(cfg: TrainConfig) -> dict:
     last = out / "last.ckpt"
     dead_restart = preset.dead_restart_every > 0 if cfg.dead_restart is None else cfg.dead_restart
     data_init = preset.data_init if cfg.data_init is None else cfg.data_init
+    if preset.quantizer == "sq":  # predefined levels: nothing to initialise or restart
+        dead_restart = data_init = False
 
     norm = cfg.data.normalisation()
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
@@ -158,10 +160,13 @@ def train(cfg: TrainConfig) -> dict:
     resumed = None
 
     def make_opt(m):
-        return torch.optim.Adam([
-            {"params": list(m.encoder.parameters()) + list(m.decoder.parameters()) + [m.codebooks], "lr": preset.lr},
-            {"params": [m.mu_raw], "lr": preset.lr_mu},
-        ])
+        # fixed (SQ) codebooks and fixed mu (BSC baselines) are not trained; group 0 stays the
+        # networks (its lr follows the decay schedule)
+        nets = list(m.encoder.parameters()) + list(m.decoder.parameters()) + [m.codebooks]
+        groups = [{"params": [t for t in nets if t.requires_grad], "lr": preset.lr}]
+        if m.mu_raw.requires_grad:
+            groups.append({"params": [m.mu_raw], "lr": preset.lr_mu})
+        return torch.optim.Adam(groups)
 
     opt = make_opt(model)
     if "command" in cfg.extra and not cfg.resume:
@@ -417,9 +422,10 @@ def synthetic_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def build_tiny_checkpoint(path, images: np.ndarray | None = None, seed: int = 0, preset: str = "tiny") -> Path:
-    """Train the ``tiny`` preset for a few steps on ``images`` (default: 48 synthetic 32x32
-    images) and write a complete checkpoint (trained mu, distortion table (31)) to ``path``.
+def build_tiny_checkpoint(path, images: np.ndarray | None = None, seed: int = 0, preset: str | Preset = "tiny") -> Path:
+    """Train the ``tiny`` preset (or the given :class:`Preset`, e.g. a baseline of it) for a
+    few steps on ``images`` (default: 48 synthetic 32x32 images) and write a complete
+    checkpoint (trained mu, distortion table (31)) to ``path``.
     Takes a few seconds; meant for tests of the exporter and runtime."""
     from escmvq.training.presets import get_preset
 
@@ -428,7 +434,8 @@ def build_tiny_checkpoint(path, images: np.ndarray | None = None, seed: int = 0,
         images = synthetic_images(48, 32, seed)
     n_test = max(1, len(images) // 6)
     data = ImageSet("synthetic", images[n_test:], images[:n_test])
-    res = train(TrainConfig(preset=get_preset(preset), data=data, out=path.parent / (path.name + ".run"),
+    pre = get_preset(preset) if isinstance(preset, str) else preset
+    res = train(TrainConfig(preset=pre, data=data, out=path.parent / (path.name + ".run"),
                             seed=seed, progress=False, console=None))
     model, pre, norm = res["model"], res["preset"], res["normalisation"]
     model.eval()

@@ -220,7 +220,9 @@ def _print_table(doc: dict) -> None:
         t.add_row(*row)
     Console().print(t)
     for m, r in doc["methods"].items():
-        print(f"{m}: {r['transmissions_per_s']:.1f} transmissions/s (images x realisations x SNR points; "
+        mem = f", {r['parameter_bytes'] / 1e6:.2f} MB of parameters" if r.get("parameter_bytes") else ""
+        pairs = f"{r['pairs']} encoder-decoder pair(s){mem}; " if r.get("pairs") else ""
+        print(f"{m}: {pairs}{r['transmissions_per_s']:.1f} transmissions/s (images x realisations x SNR points; "
               f"{r['seconds']:.1f} s)")
 
 

@@ -53,8 +53,10 @@ def save_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
-def _label(name: str) -> tuple[str, str, str]:
-    return _STYLE.get(name, (name, None, "."))
+def _label(name: str, i: int = 0) -> tuple[str, str, str]:
+    """Label, colour and marker of method ``name``; unknown names get a colour no known
+    method uses (``C8``, ``C9``, ``C6``, by position ``i``)."""
+    return _STYLE.get(name, (name, ("C8", "C9", "C6")[i % 3], "."))
 
 
 def fig3_mu_cdf(mu: np.ndarray, path, title: str = "CDF of trained bit-flip probabilities") -> Path:
@@ -85,8 +87,8 @@ def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:
         raise ValueError("result: no methods to plot")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, r in methods.items():
-        lab, col, mk = _label(name)
+    for i, (name, r) in enumerate(methods.items()):
+        lab, col, mk = _label(name, i)
         mean = np.asarray(r["psnr_mean"], np.float64)
         ci = np.asarray([np.nan if c is None else c for c in r["psnr_ci95"]], np.float64)
         ax.errorbar(snr, mean, yerr=np.where(np.isfinite(ci), ci, 0.0), label=lab, color=col, marker=mk,
@@ -113,7 +115,7 @@ def fig7_bars(result: dict, path, title: str | None = None) -> Path:
     width = 0.8 / len(methods)
     x = np.arange(len(snr))
     for i, (name, r) in enumerate(methods.items()):
-        lab, col, _ = _label(name)
+        lab, col, _ = _label(name, i)
         ci = np.asarray([0.0 if c is None else c for c in r["psnr_ci95"]], np.float64)
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, r["psnr_mean"], width, yerr=ci, label=lab, color=col,
                capsize=2)

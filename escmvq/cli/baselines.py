@@ -31,13 +31,10 @@ DEFAULT_PAIRS = ("esc-svq:1", "esc-svq:3", "esc-svq:5", "bsc-vq:0.001", "bsc-vq:
 
 
 def _pair_name(preset: str, spec: str) -> str:
-    from escmvq.training.baselines import baseline_preset
+    from escmvq.training.baselines import preset_from_spec
     from escmvq.training.presets import get_preset
 
-    method, _, level = spec.partition(":")
-    if not level:
-        raise ValueError(f"--pairs: expected METHOD:LEVEL, got {spec!r}")
-    return baseline_preset(get_preset(preset), method, level).name
+    return preset_from_spec(get_preset(preset), spec).name
 
 
 def _run(cmd: list[str], log: Path) -> int:
@@ -52,16 +49,15 @@ def _summary(run: Path, bundle: Path) -> dict:
 
     ck = torch.load(run / "final.ckpt", map_location="cpu", weights_only=True)
     hist = ck.get("history") or [{}]
-    from escmvq.runtime.bundle import manifest_hash
+    from escmvq.runtime.bundle import manifest_hash, parameter_bytes
 
     man = json.loads((bundle / "manifest.json").read_text())
-    files = man["files"]
     mu = ck["mu"]
     return {
         "preset": ck["preset"], "steps": int(ck.get("step", 0)), "train_wall_s": ck.get("train_wall_s"),
         "eval_psnr_clean": (hist[-1].get("eval_psnr") or [None])[0], "mu_mean": float(mu.mean()),
         "mu_median": float(mu.median()), "bundle": str(bundle), "bundle_sha256": manifest_hash(man).hex(),
-        "parameter_bytes": sum(int(files[n]["bytes"]) for n in ("encoder.onnx", "decoder.onnx", "tables.npz") if n in files),
+        "parameter_bytes": parameter_bytes(man),
         "command": ck.get("command"),
     }
 
@@ -132,11 +128,10 @@ def train_baselines_cmd(
         run, bundle = out / name, out / "bundles" / f"{name}.escmvq"
         if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
             summary[name] = _summary(run, bundle)
-    path = out / "baselines.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": "escmvq-baselines", "version": 1, "steps_per_pair": epochs * steps_per_epoch,
-                               "pairs": summary}, indent=1))
-    tmp.replace(path)
+    from escmvq.runtime.files import atomic_write
+
+    doc = {"format": "escmvq-baselines", "version": 1, "steps_per_pair": epochs * steps_per_epoch, "pairs": summary}
+    path = atomic_write(out / "baselines.json", lambda p: p.write_text(json.dumps(doc, indent=1)), force=True)
     tab = Table(title=f"baseline pairs ({epochs * steps_per_epoch} steps each)")
     for c in ("pair", "steps", "minutes", "PSNR clean (eval)", "mu mean", "MB"):
         tab.add_column(c, justify="right")

@@ -152,8 +152,9 @@ def eval_cmd(
                                                 progress=lambda k: prog.advance(task, k), name=name)
                     meths.append(name)
         elapsed = time.perf_counter() - t_start
-        model_bytes = sum(int(meta["bytes"]) for name, meta in b.manifest["files"].items()
-                          if name in ("encoder.onnx", "decoder.onnx", "tables.npz"))
+        from escmvq.runtime.bundle import parameter_bytes
+
+        model_bytes = parameter_bytes(b.manifest)
         summaries = {}
         for m in meths:
             s = results[m].summary()

@@ -59,12 +59,9 @@ def train_cmd(
     try:
         p = get_preset(preset)
         if baseline:
-            from escmvq.training.baselines import baseline_preset
+            from escmvq.training.baselines import preset_from_spec
 
-            method, _, level = baseline.partition(":")
-            if not level:
-                raise ValueError(f"--baseline: expected METHOD:LEVEL, got {baseline!r}")
-            p = baseline_preset(p, method, level)
+            p = preset_from_spec(p, baseline)
         kw = {}
         if epochs:
             kw["epochs_per_stage"] = tuple(int(e) for e in epochs.split(","))

@@ -327,8 +327,9 @@ class PairSet:
     @property
     def parameter_bytes(self) -> int:
         """Encoder + decoder ONNX + tables of all pairs (the memory the method needs)."""
-        return sum(int(meta["bytes"]) for b in self.bundles for n, meta in b.manifest["files"].items()
-                   if n in ("encoder.onnx", "decoder.onnx", "tables.npz"))
+        from escmvq.runtime.bundle import parameter_bytes
+
+        return sum(parameter_bytes(b.manifest) for b in self.bundles)
 
     def choose(self, p_tot: float, gamma: np.ndarray) -> np.ndarray:
         """``gamma [b]`` float64 -> pair index ``[b]`` (into the sorted :attr:`bundles`)."""

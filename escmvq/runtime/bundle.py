@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
-    "default_bundle_path", "sha256_file", "manifest_hash",
+    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes",
 ]
 
 FORMAT = "escmvq-bundle"
@@ -58,6 +58,14 @@ def canonical_json(obj) -> bytes:
 def manifest_hash(manifest: dict) -> bytes:
     """The bundle's identity: sha256 of the canonical manifest JSON (32 bytes)."""
     return hashlib.sha256(canonical_json(manifest)).digest()
+
+
+PARAMETER_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz")
+
+
+def parameter_bytes(manifest: dict) -> int:
+    """Bytes of the encoder + decoder ONNX and the tables of a bundle (its model memory)."""
+    return sum(int(meta["bytes"]) for name, meta in manifest["files"].items() if name in PARAMETER_FILES)
 
 
 def default_bundle_path() -> Path:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from escmvq.training.presets import Preset
 
-__all__ = ["BASELINES", "FIXED_MU", "baseline_preset", "baseline_levels"]
+__all__ = ["BASELINES", "FIXED_MU", "baseline_preset", "baseline_levels", "preset_from_spec"]
 
 BASELINES = ("esc-svq", "bsc-vq", "bsc-sq", "blindsc")
 FIXED_MU = (0.001, 0.0045, 0.02, 0.05, 0.1)  # the paper's BSC+VQ values
@@ -71,3 +71,11 @@ def baseline_preset(base: Preset, method: str, level: str | int | float) -> Pres
     if method == "blindsc":
         one.update(regulariser="mse-half")
     return base.replace(name=name, **one)
+
+
+def preset_from_spec(base: Preset, spec: str) -> Preset:
+    """``"METHOD:LEVEL"`` (e.g. ``"bsc-vq:0.02"``) -> :func:`baseline_preset` of ``base``."""
+    method, _, level = spec.partition(":")
+    if not level:
+        raise ValueError(f"baseline: expected METHOD:LEVEL, got {spec!r}")
+    return baseline_preset(base, method, level)

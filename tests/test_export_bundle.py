@@ -159,3 +159,19 @@ def test_tiny_checkpoint_is_reused(tmp_path):
     p = tiny_checkpoint(tmp_path / "t.ckpt")
     mtime = p.stat().st_mtime_ns
     assert tiny_checkpoint(p).stat().st_mtime_ns == mtime
+
+
+def test_label_mismatch_counts_only_what_float_error_cannot_explain():
+    """A latent half-way between two codewords may land on either side after a 1e-6 shift
+    (a near-tie, allowed); a latent clearly nearer one codeword may not."""
+    from escmvq.export.verify import unexplained_label_mismatches
+
+    cb = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    zs = np.array([[[0.5, 0.0], [0.1, 0.0], [0.0, 0.9]]], np.float32)  # [1, 3, D=2]
+    ref = np.array([[0, 0, 2]])
+    assert unexplained_label_mismatches(zs, cb, ref, ref, 1e-6) == 0
+    tie = np.array([[1, 0, 2]])  # 0.5 is equidistant from codewords 0 and 1
+    assert unexplained_label_mismatches(zs, cb, ref, tie, 1e-6) == 0
+    wrong = np.array([[0, 1, 0]])  # 0.1 -> 1 and 0.9 -> 0 are real errors
+    assert unexplained_label_mismatches(zs, cb, ref, wrong, 1e-6) == 2
+    assert unexplained_label_mismatches(zs, cb, ref, wrong, 0.5) == 0  # a shift of 0.5 explains them

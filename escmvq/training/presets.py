@@ -136,7 +136,7 @@ _PRESETS: dict[str, Preset] = {
         epochs_per_stage=(60, 16, 16, 16, 16),  # caps; the shipped model: --budget-minutes 72
         steps_per_epoch=390,
         eval_images=1000,
-        lr_decay_from=0.5,
+        lr_decay_from=0.3,
         lr_final_frac=0.1,
     ),
     # For tests: a few seconds end to end.

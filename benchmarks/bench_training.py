@@ -6,12 +6,13 @@ so it costs more than stage 1. Each preset runs in its own process so that its p
 resident memory (ru_maxrss) is its own. A few iterations each, on random 32x32 batches
 of the preset's batch size; prints a table and writes JSON.
 
-    python benchmarks/bench_training.py --presets cpu paper --iters 3 --threads 2 --out benchmarks/results/training.json
+    python benchmarks/bench_training.py --presets cpu paper --iters 10 --warmup 3 --threads 2 --out benchmarks/results/training.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -63,8 +64,8 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["cpu", "paper"])
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.json"))
@@ -73,6 +74,7 @@ def main() -> int:
     if a._child:
         print(json.dumps(child(a._child, a.iters, a.warmup, a.threads, a.stages)))
         return 0
+    load_before = os.getloadavg()[0]
     results = []
     for name in a.presets:
         cmd = [sys.executable, __file__, "--_child", name, "--iters", str(a.iters), "--warmup", str(a.warmup),
@@ -96,8 +98,8 @@ def main() -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
-                               "threads": a.threads, "iters": a.iters, "results": results,
-                               "note": "CPU shared with other jobs while measured; see README"}, indent=2) + "\n")
+                               "threads": a.threads, "iters": a.iters, "warmup": a.warmup, "results": results,
+                               "load_avg_1min_before": load_before, "cpus": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -54,7 +54,8 @@ def unexplained_label_mismatches(zs: np.ndarray, codebook: np.ndarray, idx_a: np
     two nearest-codeword searches (reference and runtime). Moving ``z`` by ``delta`` per entry
     changes ``||z - c||^2`` by at most ``2 delta sqrt(D) ||z - c|| + D delta^2``; a differing
     label whose distance gap on the reference latent is within the sum of that bound for both
-    codewords is a float near-tie, not an export error."""
+    codewords (plus float32 rounding of the searches themselves) is a float near-tie, not an
+    export error."""
     diff = idx_a != idx_b
     if not diff.any():
         return 0
@@ -63,7 +64,8 @@ def unexplained_label_mismatches(zs: np.ndarray, codebook: np.ndarray, idx_a: np
     da, db = np.linalg.norm(z - ca, axis=-1), np.linalg.norm(z - cb, axis=-1)
     D = zs.shape[-1]
     slack = 2 * delta * np.sqrt(D) * (da + db) + 2 * D * delta**2
-    return int(np.sum(np.abs(db**2 - da**2) > slack * 1.01 + 1e-12))
+    rounding = 8 * np.finfo(np.float32).eps * (2 * np.sum(z**2, -1) + np.sum(ca**2, -1) + np.sum(cb**2, -1))
+    return int(np.sum(np.abs(db**2 - da**2) > slack * 1.01 + rounding))
 
 
 def self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, images: np.ndarray, codebooks: np.ndarray) -> list[CheckRow]:

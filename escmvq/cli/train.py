@@ -27,7 +27,7 @@ def train_cmd(
     budget_minutes: Optional[float] = typer.Option(
         None, "--budget-minutes", help="wall-clock training budget, split over the stages (see README)"),
     stage_share: Optional[str] = typer.Option(
-        None, "--stage-share", help="budget share per stage, e.g. '0.55,0.12,0.11,0.11,0.11' (default in trainer.py)"),
+        None, "--stage-share", help="budget share per stage, e.g. '0.7,0.075,0.075,0.075,0.075' (the default, trainer.py)"),
     threads: int = typer.Option(2, help="torch CPU threads per process"),
     limit: Optional[int] = typer.Option(None, help="use only the first LIMIT images of each split"),
     tile: int = typer.Option(32, help="tile size for --dataset folder"),

@@ -44,10 +44,10 @@ def _run(cmd: list[str], log: Path) -> int:
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
-def _last_line(log: Path) -> str:
-    """The log's last non-empty line (a failing command's one-line error)."""
+def _failure(step: str, log: Path) -> str:
+    """``"STEP failed: <the log's last non-empty line> (see LOG)"`` (a failing command's one-line error)."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    return f"{step} failed: {lines[-1] if lines else 'no output'} (see {log})"
 
 
 def _summary(run: Path, bundle: Path) -> dict:
@@ -115,12 +115,12 @@ def train_baselines_cmd(
             if (run / "last.ckpt").is_file():
                 cmd.append("--resume")
             if _run(cmd, run / "train.log"):
-                return name, f"train failed: {_last_line(run / 'train.log')} (see {run / 'train.log'})", time.time() - t0
+                return name, _failure("train", run / "train.log"), time.time() - t0
         cmd = exe + ["export", str(run / "final.ckpt"), "-o", str(bundle), "--method", "jcap"]
         if calib is not None:
             cmd += ["--calib", str(calib)]
         if _run(cmd, run / "export.log"):
-            return name, f"export failed: {_last_line(run / 'export.log')} (see {run / 'export.log'})", time.time() - t0
+            return name, _failure("export", run / "export.log"), time.time() - t0
         return name, "trained", time.time() - t0
 
     results = []

@@ -139,3 +139,12 @@ def test_train_baselines_command_trains_exports_skips_and_reports(tmp_path):
     assert r2.exit_code == 0 and r2.output.count(": exists") == 2
     bad = CliRunner().invoke(app, args[:9] + ["--pairs", "bsc-vq:0.3"], env={"COLUMNS": "200"})
     assert bad.exit_code != 0 and "not one of" in bad.output
+    import fcntl
+
+    with open(tmp_path / "bl" / ".train-baselines.lock", "w") as held:  # a driver already running there
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert busy.exit_code != 0 and "another escmvq train-baselines is running" in busy.output
+    assert ": exists" not in busy.output  # refused before touching any pair
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})  # lock released: runs again
+    assert again.exit_code == 0 and again.output.count(": exists") == 2

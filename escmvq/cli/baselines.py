@@ -3,7 +3,8 @@
 Every pair is one ``escmvq train --baseline METHOD:LEVEL`` run followed by ``escmvq export
 --method jcap`` (the baselines' fixed modulation), each in its own process (``--jobs``
 run side by side, ``--threads`` torch threads each). A pair whose bundle exists is skipped;
-one with a ``last.ckpt`` resumes. Layout under ``--out``::
+one with a ``last.ckpt`` resumes; ``baselines.json`` is rewritten as each pair finishes, and a
+lock file keeps a second driver out of the same ``--out``. Layout under ``--out``::
 
     OUT/NAME/            run folder (last.ckpt, final.ckpt, train.log, export.log)
     OUT/bundles/NAME.escmvq
@@ -17,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
 
@@ -66,6 +67,36 @@ def _summary(run: Path, bundle: Path) -> dict:
         "parameter_bytes": parameter_bytes(man),
         "command": ck.get("command"),
     }
+
+
+def _write_summary(out: Path, names: list[str], steps: int) -> dict:
+    """(Re)write ``OUT/baselines.json`` with every pair of ``names`` that has a checkpoint and a bundle."""
+    from escmvq.runtime.files import atomic_write
+
+    summary = {}
+    for name in names:
+        run, bundle = out / name, out / "bundles" / f"{name}.escmvq"
+        if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
+            summary[name] = _summary(run, bundle)
+    doc = {"format": "escmvq-baselines", "version": 1, "steps_per_pair": steps, "pairs": summary}
+    atomic_write(out / "baselines.json", lambda p: p.write_text(json.dumps(doc, indent=1)), force=True)
+    return summary
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``OUT/.train-baselines.lock``: two drivers on one folder would train the
+    same pairs twice into the same checkpoints. Returns the open file (the lock lives as long as it)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    f = open(out / ".train-baselines.lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        fail(f"another escmvq train-baselines is running in {out} (lock {out / '.train-baselines.lock'})")
+    return f
 
 
 def train_baselines_cmd(
@@ -123,22 +154,23 @@ def train_baselines_cmd(
             return name, _failure("export", run / "export.log"), time.time() - t0
         return name, "trained", time.time() - t0
 
-    results = []
-    with console.status(f"training {len(specs)} pairs, {jobs} at a time ({epochs * steps_per_epoch} steps each)"):
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for name, state, secs in pool.map(lambda a: one(*a), zip(specs, names)):
-                console.print(f"{name}: {state} ({secs / 60:.1f} min)", highlight=False)
-                results.append((name, state))
-    summary = {}
-    for name, _ in results:
-        run, bundle = out / name, out / "bundles" / f"{name}.escmvq"
-        if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
-            summary[name] = _summary(run, bundle)
-    from escmvq.runtime.files import atomic_write
-
-    doc = {"format": "escmvq-baselines", "version": 1, "steps_per_pair": epochs * steps_per_epoch, "pairs": summary}
-    path = atomic_write(out / "baselines.json", lambda p: p.write_text(json.dumps(doc, indent=1)), force=True)
-    tab = Table(title=f"baseline pairs ({epochs * steps_per_epoch} steps each)")
+    lock = _lock(out)
+    steps = epochs * steps_per_epoch
+    results: list[tuple[str, str]] = []
+    path = out / "baselines.json"
+    try:
+        with console.status(f"training {len(specs)} pairs, {jobs} at a time ({steps} steps each)"):
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(one, spec, name) for spec, name in zip(specs, names)]
+                for fut in as_completed(futures):
+                    name, state, secs = fut.result()
+                    console.print(f"{name}: {state} ({secs / 60:.1f} min)", highlight=False)
+                    results.append((name, state))
+                    summary = _write_summary(out, names, steps)  # after every pair: an interrupted run keeps it
+    finally:
+        if lock is not None:
+            lock.close()
+    tab = Table(title=f"baseline pairs ({steps} steps each)")
     for c in ("pair", "steps", "minutes", "PSNR clean (eval)", "mu mean", "MB"):
         tab.add_column(c, justify="right")
     for name, s in summary.items():

@@ -108,7 +108,7 @@ def test_baseline_pair_trains_exports_and_runs(tmp_path, method, level):
 
 def test_train_baselines_command_trains_exports_skips_and_reports(tmp_path):
     """``escmvq train-baselines``: two tiny pairs side by side, bundles + baselines.json;
-    a second call skips both; a bad pair spec is a one-line error."""
+    a second call skips both; a bad pair spec, or a driver already running in --out, is a one-line error."""
     import json
 
     import typer

@@ -45,6 +45,11 @@ def _run(cmd: list[str], log: Path) -> int:
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
+def _paths(out: Path, name: str) -> tuple[Path, Path]:
+    """``(OUT/NAME, OUT/bundles/NAME.escmvq)``: a pair's run folder and its bundle."""
+    return out / name, out / "bundles" / f"{name}.escmvq"
+
+
 def _failure(step: str, log: Path) -> str:
     """``"STEP failed: <the log's last non-empty line> (see LOG)"`` (a failing command's one-line error)."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
@@ -69,18 +74,12 @@ def _summary(run: Path, bundle: Path) -> dict:
     }
 
 
-def _write_summary(out: Path, names: list[str], steps: int) -> dict:
-    """(Re)write ``OUT/baselines.json`` with every pair of ``names`` that has a checkpoint and a bundle."""
+def _write_summary(path: Path, summaries: dict[str, dict], steps: int) -> None:
+    """(Re)write ``baselines.json`` at ``path`` with the finished pairs' summaries."""
     from escmvq.runtime.files import atomic_write
 
-    summary = {}
-    for name in names:
-        run, bundle = out / name, out / "bundles" / f"{name}.escmvq"
-        if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
-            summary[name] = _summary(run, bundle)
-    doc = {"format": "escmvq-baselines", "version": 1, "steps_per_pair": steps, "pairs": summary}
-    atomic_write(out / "baselines.json", lambda p: p.write_text(json.dumps(doc, indent=1)), force=True)
-    return summary
+    doc = {"format": "escmvq-baselines", "version": 1, "steps_per_pair": steps, "pairs": summaries}
+    atomic_write(path, lambda p: p.write_text(json.dumps(doc, indent=1)), force=True)
 
 
 def _lock(out: Path):
@@ -133,7 +132,7 @@ def train_baselines_cmd(
     exe = [sys.executable, "-m", "escmvq.cli.main"]
 
     def one(spec: str, name: str) -> tuple[str, str, float]:
-        run, bundle = out / name, out / "bundles" / f"{name}.escmvq"
+        run, bundle = _paths(out, name)
         if (bundle / "manifest.json").is_file():
             return name, "exists", 0.0
         run.mkdir(parents=True, exist_ok=True)
@@ -157,6 +156,11 @@ def train_baselines_cmd(
     lock = _lock(out)
     steps = epochs * steps_per_epoch
     results: list[tuple[str, str]] = []
+    done: dict[str, dict] = {}  # summary of every finished pair, read once
+
+    def finished() -> dict[str, dict]:  # in --pairs order
+        return {n: done[n] for n in names if n in done}
+
     path = out / "baselines.json"
     try:
         with console.status(f"training {len(specs)} pairs, {jobs} at a time ({steps} steps each)"):
@@ -166,10 +170,14 @@ def train_baselines_cmd(
                     name, state, secs = fut.result()
                     console.print(f"{name}: {state} ({secs / 60:.1f} min)", highlight=False)
                     results.append((name, state))
-                    summary = _write_summary(out, names, steps)  # after every pair: an interrupted run keeps it
+                    run, bundle = _paths(out, name)
+                    if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
+                        done[name] = _summary(run, bundle)
+                    _write_summary(path, finished(), steps)  # after every pair: an interrupted run keeps it
     finally:
         if lock is not None:
             lock.close()
+    summary = finished()
     tab = Table(title=f"baseline pairs ({steps} steps each)")
     for c in ("pair", "steps", "minutes", "PSNR clean (eval)", "mu mean", "MB"):
         tab.add_column(c, justify="right")

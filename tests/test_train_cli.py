@@ -152,6 +152,27 @@ def test_resume_mid_training_continues(tmp_path, npz_dir):
     assert torch.load(out / "last.ckpt", weights_only=True)["stage"] == 5
 
 
+def test_mu_raw_min_bounds_the_flat_tail(tmp_path, npz_dir):
+    """Codebook 5 is copied from codebook 4 at 1.01 x its floor 0.05 (raw ~ -6.8): unbounded it
+    stays below -6; with ``--mu-raw-min -6`` every raw is >= -6 after copies and steps, the bound
+    is recorded in the checkpoint's preset, and a bad bound is a one-line error."""
+    args = ["train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(npz_dir), "--epochs", "1,1,1,1,1",
+            "--seed", "3", "--threads", "1"]
+    raws = {}
+    for name, extra in (("free", []), ("bounded", ["--mu-raw-min", "-6"])):
+        r = _cli(*args, "--out", str(tmp_path / name), *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+        ck = torch.load(tmp_path / name / "final.ckpt", weights_only=True)
+        raws[name] = ck["model_state"]["mu_raw"]
+        assert ck["preset"]["mu_raw_min"] == (None if name == "free" else -6.0)
+    assert float(raws["free"][4].max()) < -6.0
+    assert float(raws["bounded"].min()) >= -6.0
+    assert float(raws["bounded"][4].min()) > float(raws["free"][4].max()) + 0.5  # started at -6, not -6.8
+    r = _cli(*args, "--out", str(tmp_path / "bad"), "--mu-raw-min", "3")
+    assert r.returncode != 0 and "mu_raw_min must lie in [-50, 0)" in r.stdout
+    assert len(r.stdout.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
 def test_bad_input_is_one_line_error(tmp_path, npz_dir):
     r = _cli("train", "--preset", "tiny", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
     assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr

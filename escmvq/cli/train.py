@@ -38,6 +38,9 @@ def train_cmd(
     log_every: int = typer.Option(50, help="steps between log lines when not on a terminal"),
     epochs: Optional[str] = typer.Option(None, help="override epochs per stage, e.g. '10,3,3,3,3'"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="override the preset's cap"),
+    mu_raw_min: Optional[float] = typer.Option(
+        None, "--mu-raw-min", help="keep raw >= this in mu = mu_min + (0.5 - mu_min) * sigmoid(raw), so a mu "
+        "at its floor can still rise (e.g. -6; default: the preset's, unbounded)"),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
         "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
@@ -67,6 +70,8 @@ def train_cmd(
             kw["epochs_per_stage"] = tuple(int(e) for e in epochs.split(","))
         if steps_per_epoch:
             kw["steps_per_epoch"] = steps_per_epoch
+        if mu_raw_min is not None:
+            kw["mu_raw_min"] = mu_raw_min
         if kw:
             p = p.replace(**kw)
     except ValueError as e:

@@ -144,6 +144,13 @@ class ESCMVQ(nn.Module):
         mu_src = self.mu()[src]
         m = float(self.mu_min[dst])
         self.mu_raw.data[dst] = Q.raw_from_mu(mu_src.clamp_min(m * 1.01), m)
+        self.bound_mu_raw()
+
+    @torch.no_grad()
+    def bound_mu_raw(self) -> None:
+        """Clamp ``mu_raw`` to ``>= preset.mu_raw_min`` (no-op when it is None)."""
+        if self.preset.mu_raw_min is not None:
+            self.mu_raw.data.clamp_(min=float(self.preset.mu_raw_min))
 
     def forward(self, x: torch.Tensor, stage: int, tau: float, generator: torch.Generator | None = None):
         """Loss (27) of stage ``stage`` (1-based) on a normalised batch ``x``.

@@ -66,6 +66,10 @@ class Preset:
     sq_channels: int = 3  # sq only: latent channels, each entry one B-bit scalar
     mu_fixed: float | None = None  # BSC+VQ / BSC+SQ: constant, non-trainable bit-flip probability
     regulariser: str = "xlogx"  # (22) mean(mu log mu); "mse-half": BlindSC's (mean(mu) - 0.5)^2
+    # lower bound on raw in mu = mu_min + (0.5 - mu_min) * sigmoid(raw), applied after every
+    # step and when a codebook is copied (None = unbounded, as the shipped model was trained:
+    # its floored mu drifted to raw -10..-18, where sigmoid' < 5e-5 and mu can hardly come back)
+    mu_raw_min: float | None = None
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -108,6 +112,8 @@ class Preset:
             raise ValueError(f"preset {self.name}: the scalar quantizer needs D=1 and sq_channels >= 1")
         if self.mu_fixed is not None and not 0 < self.mu_fixed < 0.5:
             raise ValueError(f"preset {self.name}: mu_fixed must lie in (0, 0.5)")
+        if self.mu_raw_min is not None and not -50.0 <= self.mu_raw_min < 0.0:
+            raise ValueError(f"preset {self.name}: mu_raw_min must lie in [-50, 0)")
         if self.regulariser not in ("xlogx", "mse-half"):
             raise ValueError(f"preset {self.name}: regulariser must be 'xlogx' or 'mse-half'")
         return self

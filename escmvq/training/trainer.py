@@ -285,6 +285,7 @@ def train(cfg: TrainConfig) -> dict:
                     loss.backward()
                     _set_lr(opt, preset, _progress(preset, stage_elapsed, budget_s, history))
                     opt.step()
+                    model.bound_mu_raw()
                     step += 1
                     n_steps += 1
                     sums[0] += st["d0"].double()

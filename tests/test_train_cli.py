@@ -126,6 +126,13 @@ def test_train_resume_report_and_plot(tmp_path, npz_dir):
     rep = json.loads(prefix.with_name("tiny.report.json").read_text())
     assert len(rep["codebooks"]) == 5 and rep["test_images"] == 8
     assert all(len(c["psnr_own_mu_draws"]) == 2 for c in rep["codebooks"])
+    raw = final["model_state"]["mu_raw"].double()
+    for v, c in enumerate(rep["codebooks"]):  # the sigmoid input behind each codebook's mu
+        assert c["mu_raw_min"] == pytest.approx(float(raw[v].min()))
+        assert c["mu_raw_max"] == pytest.approx(float(raw[v].max()))
+        assert c["mu_near_floor_fraction"] == pytest.approx(float((torch.sigmoid(raw[v]) < 0.01).double().mean()))
+    assert rep["codebooks"][4]["mu_near_floor_fraction"] == 1.0  # copied at 1.01 x its floor (raw ~ -6.8)
+    assert "near floor" in prefix.with_name("tiny.report.md").read_text()
     assert prefix.with_name("tiny.mu-cdf.png").read_bytes()[:4] == b"\x89PNG"
     shipped = torch.load(tmp_path / "ship.ckpt", weights_only=True)
     assert "optimizer" not in shipped and "rng" not in shipped and shipped["distortion"] is not None

@@ -227,5 +227,55 @@ def _print_table(doc: dict) -> None:
               f"{r['seconds']:.1f} s)")
 
 
+def _source(spec: str) -> tuple[Optional[str], Path]:
+    """``PATH`` or ``LABEL=PATH`` (LABEL: letters, digits, ``_ . -``)."""
+    import re
+
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", spec)
+    return (m.group(1), Path(m.group(2))) if m and not Path(spec).exists() else (None, Path(spec))
+
+
+def eval_merge_cmd(
+    runs: list[str] = typer.Argument(..., help="`escmvq eval` JSON files, each PATH or LABEL=PATH (LABEL "
+                                               "prefixes that file's methods as LABEL:method)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma list of merged method names to keep, "
+                                                                  "in this order (default: all, in file order)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the merged result as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write Fig. 5 (PSNR vs SNR with 95% CI) as PNG here."),
+    bars: Optional[Path] = typer.Option(None, "--bars", help="Write Fig. 7 (grouped bars per SNR point) as PNG here."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as markdown here."),
+    title: Optional[str] = typer.Option(None, "--title", help="Title of the figures."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
+):
+    """Merge sweeps of the same points (dataset, channel, SNR grid, images, realisations, seed,
+    batch) into one table, JSON and figure; refuses sweeps that differ in any of them."""
+    outputs = [p for p in (json_out, plot, bars, markdown) if p is not None]
+    if len(set(map(str, outputs))) != len(outputs):
+        fail("output paths must differ", 2)
+    keep = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    if keep is not None and (not keep or len(set(keep)) != len(keep)):
+        fail(f"--methods: expected a comma list of distinct method names, got {methods!r}", 2)
+    with cli_errors():
+        from escmvq.eval import figures
+        from escmvq.eval.merge import markdown_table, merge_sweeps
+        from escmvq.runtime.files import atomic_write, check_output
+
+        for p in outputs:
+            check_output(p, force)
+        doc = merge_sweeps([_source(s) for s in runs], keep)
+        _print_table(doc)
+        if json_out is not None:
+            atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"), force)
+        if markdown is not None:
+            atomic_write(markdown, lambda p: p.write_text(markdown_table(doc)), force)
+        if plot is not None:
+            atomic_write(plot, lambda p: figures.fig5_psnr_snr(doc, p, title), force)
+        if bars is not None:
+            atomic_write(bars, lambda p: figures.fig7_bars(doc, p, title), force)
+        for p in outputs:
+            print(f"wrote {p}", file=sys.stderr)
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
+    app.command("eval-merge")(eval_merge_cmd)

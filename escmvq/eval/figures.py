@@ -53,10 +53,15 @@ def save_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
-def _label(name: str, i: int = 0) -> tuple[str, str, str]:
-    """Label, colour and marker of method ``name``; unknown names get a colour no known
-    method uses (``C8``, ``C9``, ``C6``, by position ``i``)."""
-    return _STYLE.get(name, (name, ("C8", "C9", "C6")[i % 3], "."))
+def _label(name: str, i: int = 0) -> tuple[str, str, str, str]:
+    """Label, colour, marker and line style of method ``name``; unknown names get a colour no
+    known method uses (``C8``, ``C9``, ``C6``, by position ``i``). A merged ``LABEL:method``
+    (``escmvq eval-merge``) keeps the method's colour and marker, dashed, labelled ``[LABEL]``."""
+    prefix, sep, base = name.rpartition(":")
+    if sep and base in _STYLE:
+        lab, col, mk = _STYLE[base]
+        return f"{lab} [{prefix}]", col, mk, "--"
+    return (*_STYLE.get(name, (name, ("C8", "C9", "C6")[i % 3], ".")), "-")
 
 
 def fig3_mu_cdf(mu: np.ndarray, path, title: str = "CDF of trained bit-flip probabilities") -> Path:
@@ -88,11 +93,11 @@ def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, (name, r) in enumerate(methods.items()):
-        lab, col, mk = _label(name, i)
+        lab, col, mk, ls = _label(name, i)
         mean = np.asarray(r["psnr_mean"], np.float64)
         ci = np.asarray([np.nan if c is None else c for c in r["psnr_ci95"]], np.float64)
         ax.errorbar(snr, mean, yerr=np.where(np.isfinite(ci), ci, 0.0), label=lab, color=col, marker=mk,
-                    markersize=4, capsize=2, linewidth=1.2)
+                    markersize=4, capsize=2, linewidth=1.2, linestyle=ls)
     ax.set_xlabel("SNR (dB), eq. (53)")
     ax.set_ylabel("PSNR (dB)")
     n = next(iter(methods.values())).get("n_images")
@@ -115,10 +120,10 @@ def fig7_bars(result: dict, path, title: str | None = None) -> Path:
     width = 0.8 / len(methods)
     x = np.arange(len(snr))
     for i, (name, r) in enumerate(methods.items()):
-        lab, col, _ = _label(name, i)
+        lab, col, _, ls = _label(name, i)
         ci = np.asarray([0.0 if c is None else c for c in r["psnr_ci95"]], np.float64)
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, r["psnr_mean"], width, yerr=ci, label=lab, color=col,
-               capsize=2)
+               capsize=2, hatch="//" if ls == "--" else None)
     ax.set_xticks(x, [f"{v:g}" for v in snr])
     ax.set_xlabel("SNR (dB), eq. (53)")
     ax.set_ylabel("PSNR (dB)")

@@ -33,6 +33,8 @@ def evaluate_checkpoint(ckpt_path, images: np.ndarray, draws: int = 5, seed: int
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
     std = torch.tensor(norm["std"], dtype=torch.float32)
     mu = np.asarray(ck["mu"], dtype=np.float64)  # [V, N, B]
+    # sigmoid input behind mu = mu_min + (0.5 - mu_min) sigmoid(raw); None where mu is fixed
+    raw = None if p.mu_fixed is not None else model.mu_raw.detach().double().numpy()
     cbs = model.codebooks.detach()
     V, K, B = p.V, p.K, p.B
     rng = np.random.default_rng(seed)
@@ -73,6 +75,7 @@ def evaluate_checkpoint(ckpt_path, images: np.ndarray, draws: int = 5, seed: int
             "mu_min": float(m.min()), "mu_max": float(m.max()),
             "mu_p10": float(np.quantile(m, 0.1)), "mu_p90": float(np.quantile(m, 0.9)),
             "mu_min_bound": float(p.mu_min[v]), "lambda": float(p.lambdas[v]),
+            **_raw_stats(None if raw is None else raw[v]),
             "dead_codewords": int((counts[v] == 0).sum()),
             "dead_fraction": float((counts[v] == 0).mean()),
             "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
@@ -99,6 +102,18 @@ def evaluate_checkpoint(ckpt_path, images: np.ndarray, draws: int = 5, seed: int
     }
 
 
+def _raw_stats(raw: np.ndarray | None) -> dict:
+    """Where the sigmoid input of one codebook's mu sits: its mean/min/max, the fraction of
+    bits with sigmoid(raw) < 0.01 (mu within 1 % of the way from its floor to 0.5) and the mean
+    slope sigmoid'(raw), which scales every gradient reaching mu."""
+    if raw is None:
+        return {"mu_raw_mean": None, "mu_raw_min": None, "mu_raw_max": None, "mu_near_floor_fraction": None,
+                "mu_raw_slope_mean": None}
+    s = 1.0 / (1.0 + np.exp(-raw))
+    return {"mu_raw_mean": float(raw.mean()), "mu_raw_min": float(raw.min()), "mu_raw_max": float(raw.max()),
+            "mu_near_floor_fraction": float((s < 0.01).mean()), "mu_raw_slope_mean": float((s * (1 - s)).mean())}
+
+
 def report_markdown(rep: dict) -> str:
     lines = [
         f"# ESC-MVQ `{rep['preset']}` on {rep['dataset']}: per-codebook results",
@@ -107,20 +122,24 @@ def report_markdown(rep: dict) -> str:
         f"trained mu (seed {rep['seed']}). PSNR: {rep['psnr_definition']}.",
         "",
         "| v | lambda | mu_min | mu mean | mu median | mu min..max | E[bit errors]/image | PSNR clean (dB) | "
-        "PSNR own mu (dB) | dead codewords | perplexity | D (31) mean |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "PSNR own mu (dB) | dead codewords | perplexity | D (31) mean | raw mean (min..max) | near floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rep["codebooks"]:
         dm = "-" if r["distortion_mean"] is None else f"{r['distortion_mean']:.4f}"
+        rw = ("- | -" if r.get("mu_raw_mean") is None else
+              f"{r['mu_raw_mean']:.1f} ({r['mu_raw_min']:.1f}..{r['mu_raw_max']:.1f}) | "
+              f"{100 * r['mu_near_floor_fraction']:.0f}%")
         lines.append(
             f"| {r['codebook']} | {r['lambda']:g} | {r['mu_min_bound']:g} | {r['mu_mean']:.4f} | {r['mu_median']:.4f} | "
             f"{r['mu_min']:.4f}..{r['mu_max']:.4f} | {r['expected_bit_errors_per_image']:.1f} | {r['psnr_clean']:.2f} | "
             f"{r['psnr_own_mu']:.2f} ± {r['psnr_own_mu_std']:.2f} | {r['dead_codewords']} ({100 * r['dead_fraction']:.1f}%) | "
-            f"{r['perplexity']:.0f} | {dm} |")
+            f"{r['perplexity']:.0f} | {dm} | {rw} |")
     lines += [
         "",
         f"PSNR under own mu falls as mu rises: **{rep['psnr_falls_as_mu_rises']}**; "
-        f"largest dead fraction: {100 * rep['max_dead_fraction']:.1f}%.",
+        f"largest dead fraction: {100 * rep['max_dead_fraction']:.1f}%. raw: the input of "
+        "mu = mu_min + (0.5 - mu_min) sigmoid(raw); near floor: share of bits with sigmoid(raw) < 0.01.",
     ]
     t = rep.get("train") or {}
     if t.get("command"):

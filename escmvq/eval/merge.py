@@ -1,0 +1,105 @@
+"""Combine the JSON files of several ``escmvq eval`` sweeps into one result (one Fig. 5 with
+every method, one table), as the paper's figures combine methods trained and run separately.
+
+Two sweeps can be merged only when they measured the same thing: same dataset, channel, SNR
+grid, images, realisations, seed and batch (the fading and noise draws follow from the seed,
+the batch and the image index, so such sweeps saw identical channels). Method names must be
+unique after merging; ``LABEL=PATH`` prefixes every method of that file as ``LABEL:method``.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+__all__ = ["SHARED_FIELDS", "load_sweep", "merge_sweeps", "markdown_table"]
+
+# fields that must agree for two sweeps to be comparable point by point
+SHARED_FIELDS = ("dataset", "channel", "snr_db", "n_images", "realizations", "seed", "batch")
+
+
+def load_sweep(path) -> tuple[dict, str]:
+    """Read one ``escmvq eval`` JSON. Returns ``(doc, sha256 of the file)``; a file that is not
+    such a result is a ``ValueError`` naming it."""
+    import json
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != "escmvq-eval" or not isinstance(doc.get("methods"), dict):
+        raise ValueError(f"{path}: not an `escmvq eval` result (format 'escmvq-eval' with methods)")
+    if doc.get("version") != 1:
+        raise ValueError(f"{path}: eval result version {doc.get('version')!r}, this escmvq reads version 1")
+    missing = [k for k in SHARED_FIELDS if k not in doc]
+    if missing:
+        raise ValueError(f"{path}: eval result lacks {', '.join(missing)}")
+    return doc, hashlib.sha256(data).hexdigest()
+
+
+def merge_sweeps(sources, keep=None) -> dict:
+    """sources : ``[(label or None, path)]``; keep : merged method names to keep, in that order
+    (None: every method, in file order). Returns one eval result (same format, version 1) with
+    ``merged_from`` listing each file's path, label, sha256 and command."""
+    if not sources:
+        raise ValueError("nothing to merge: give at least one eval JSON")
+    first = None
+    methods: dict = {}
+    origin: dict = {}
+    merged_from = []
+    for label, path in sources:
+        doc, sha = load_sweep(path)
+        if first is None:
+            first = (path, doc)
+        else:
+            for k in SHARED_FIELDS:
+                if doc[k] != first[1][k]:
+                    raise ValueError(f"{path}: {k} {doc[k]!r} differs from {first[0]}'s {first[1][k]!r}; "
+                                     "only sweeps of the same points can be merged")
+        for name, r in doc["methods"].items():
+            full = f"{label}:{name}" if label else name
+            if full in methods:
+                raise ValueError(f"method {full!r} is in both {origin[full]} and {path}: "
+                                 "prefix one file as LABEL=PATH")
+            methods[full] = dict(r, merged_from_index=len(merged_from))
+            origin[full] = path
+        merged_from.append({"path": str(path), "label": label, "sha256": sha, "command": doc.get("command"),
+                            "bundle": doc.get("bundle")})
+    if keep is not None:
+        unknown = [m for m in keep if m not in methods]
+        if unknown:
+            raise ValueError(f"--methods: {', '.join(unknown)} not in the inputs (they have: {', '.join(methods)})")
+        methods = {m: methods[m] for m in keep}
+    base = first[1]
+    out = {"format": "escmvq-eval", "version": 1, "merged_from": merged_from}
+    out.update({k: base[k] for k in SHARED_FIELDS})
+    for k in ("throughput_unit", "statistic"):
+        if k in base:
+            out[k] = base[k]
+    out["methods"] = methods
+    return out
+
+
+def markdown_table(doc: dict, names: dict | None = None) -> str:
+    """A markdown table, one row per SNR point and one column per method (mean PSNR in dB,
+    the best of each row in bold), then a row of pairs / MB of parameters where known."""
+    ms = doc["methods"]
+    names = names or {}
+    cols = list(ms)
+    lines = ["| SNR (dB) | " + " | ".join(names.get(m, m) for m in cols) + " |",
+             "| ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for i, s in enumerate(doc["snr_db"]):
+        vals = [ms[m]["psnr_mean"][i] for m in cols]
+        best = max(v for v in vals if v is not None)
+        cells = ["-" if v is None else (f"**{v:.2f}**" if v == best else f"{v:.2f}") for v in vals]
+        lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
+
+    def mem(r):
+        if not r.get("pairs"):
+            return "-"
+        return f"{r['pairs']} / {r['parameter_bytes'] / 1e6:.2f}" if r.get("parameter_bytes") else f"{r['pairs']} / -"
+
+    if any(ms[m].get("pairs") for m in cols):
+        lines.append("| pairs / MB | " + " | ".join(mem(ms[m]) for m in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -49,6 +49,11 @@ def test_merge_keeps_values_and_sources(two):
     assert md[0] == "| SNR (dB) | mu6:jcap | jcamp |"
     assert md[2] == "| 0 | **13.00** | 12.00 |" and md[4] == "| 20 | **24.40** | 24.00 |"
     assert md[5] == "| pairs / MB | 1 / 2.00 | 1 / 2.00 |"
+    renamed = merge_sweeps([(None, a), ("mu6", b)], keep=["mu6:jcap", "esc-svq"], rename={"mu6:jcap": "jcap"})
+    assert list(renamed["methods"]) == ["jcap", "esc-svq"]
+    assert renamed["methods"]["jcap"]["psnr_mean"] == [13.0, 21.0, 24.4]
+    with pytest.raises(ValueError, match="already a method"):
+        merge_sweeps([(None, a), ("mu6", b)], rename={"mu6:jcap": "jcamp"})
 
 
 def test_cli_writes_json_markdown_and_figures(two, tmp_path):
@@ -90,6 +95,8 @@ def test_clashes_and_bad_files_are_one_line_errors(two, tmp_path):
     bad.write_text('{"format": "something-else"}')
     cases = [([str(a), str(b)], "prefix one file as LABEL=PATH"),  # jcamp twice
              ([str(a), "--methods", "jcamp,nope"], "nope"),
+             ([str(a), "--rename", "nope=x"], "nope"),
+             ([str(a), "--rename", "jcamp"], "OLD=NEW"),
              ([str(a), str(bad)], "not an `escmvq eval` result"),
              ([str(tmp_path / "missing.json")], "missing.json")]
     for args, msg in cases:

@@ -240,6 +240,8 @@ def eval_merge_cmd(
                                                "prefixes that file's methods as LABEL:method)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma list of merged method names to keep, "
                                                                   "in this order (default: all, in file order)."),
+    rename: Optional[list[str]] = typer.Option(None, "--rename", help="OLD=NEW: rename a merged method "
+                                               "(after --methods); repeatable."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the merged result as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write Fig. 5 (PSNR vs SNR with 95% CI) as PNG here."),
     bars: Optional[Path] = typer.Option(None, "--bars", help="Write Fig. 7 (grouped bars per SNR point) as PNG here."),
@@ -255,6 +257,12 @@ def eval_merge_cmd(
     keep = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
     if keep is not None and (not keep or len(set(keep)) != len(keep)):
         fail(f"--methods: expected a comma list of distinct method names, got {methods!r}", 2)
+    renames = {}
+    for spec in rename or []:
+        old, sep, new = spec.partition("=")
+        if not sep or not old.strip() or not new.strip() or old.strip() in renames:
+            fail(f"--rename: expected OLD=NEW once per method, got {spec!r}", 2)
+        renames[old.strip()] = new.strip()
     with cli_errors():
         from escmvq.eval import figures
         from escmvq.eval.merge import markdown_table, merge_sweeps
@@ -262,7 +270,7 @@ def eval_merge_cmd(
 
         for p in outputs:
             check_output(p, force)
-        doc = merge_sweeps([_source(s) for s in runs], keep)
+        doc = merge_sweeps([_source(s) for s in runs], keep, renames)
         _print_table(doc)
         if json_out is not None:
             atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"), force)

@@ -38,9 +38,10 @@ def load_sweep(path) -> tuple[dict, str]:
     return doc, hashlib.sha256(data).hexdigest()
 
 
-def merge_sweeps(sources, keep=None) -> dict:
+def merge_sweeps(sources, keep=None, rename=None) -> dict:
     """sources : ``[(label or None, path)]``; keep : merged method names to keep, in that order
-    (None: every method, in file order). Returns one eval result (same format, version 1) with
+    (None: every method, in file order); rename : ``{merged name: new name}`` applied last (e.g.
+    ``{"old:jpeg-ldpc": "jpeg-ldpc"}`` where the label says nothing about that method). Returns one eval result (same format, version 1) with
     ``merged_from`` listing each file's path, label, sha256 and command."""
     if not sources:
         raise ValueError("nothing to merge: give at least one eval JSON")
@@ -71,6 +72,12 @@ def merge_sweeps(sources, keep=None) -> dict:
         if unknown:
             raise ValueError(f"--methods: {', '.join(unknown)} not in the inputs (they have: {', '.join(methods)})")
         methods = {m: methods[m] for m in keep}
+    for old, new in (rename or {}).items():
+        if old not in methods:
+            raise ValueError(f"--rename: {old!r} not in the merged methods ({', '.join(methods)})")
+        if new in methods and new != old:
+            raise ValueError(f"--rename: {new!r} is already a method name")
+        methods = {(new if m == old else m): r for m, r in methods.items()}
     base = first[1]
     out = {"format": "escmvq-eval", "version": 1, "merged_from": merged_from}
     out.update({k: base[k] for k in SHARED_FIELDS})

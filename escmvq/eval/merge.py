@@ -40,9 +40,10 @@ def load_sweep(path) -> tuple[dict, str]:
 
 def merge_sweeps(sources, keep=None, rename=None) -> dict:
     """sources : ``[(label or None, path)]``; keep : merged method names to keep, in that order
-    (None: every method, in file order); rename : ``{merged name: new name}`` applied last (e.g.
-    ``{"old:jpeg-ldpc": "jpeg-ldpc"}`` where the label says nothing about that method). Returns one eval result (same format, version 1) with
-    ``merged_from`` listing each file's path, label, sha256 and command."""
+    (None: every method, in file order); rename : ``{merged name: new name}`` applied last
+    (e.g. ``{"old:jpeg-ldpc": "jpeg-ldpc"}`` where the label says nothing about that method).
+    Returns one eval result (same format, version 1) with ``merged_from`` listing each file's
+    path, label, sha256, command and bundle."""
     if not sources:
         raise ValueError("nothing to merge: give at least one eval JSON")
     first = None
@@ -88,13 +89,12 @@ def merge_sweeps(sources, keep=None, rename=None) -> dict:
     return out
 
 
-def markdown_table(doc: dict, names: dict | None = None) -> str:
+def markdown_table(doc: dict) -> str:
     """A markdown table, one row per SNR point and one column per method (mean PSNR in dB,
     the best of each row in bold), then a row of pairs / MB of parameters where known."""
     ms = doc["methods"]
-    names = names or {}
     cols = list(ms)
-    lines = ["| SNR (dB) | " + " | ".join(names.get(m, m) for m in cols) + " |",
+    lines = ["| SNR (dB) | " + " | ".join(cols) + " |",
              "| ---: | " + " | ".join("---:" for _ in cols) + " |"]
     for i, s in enumerate(doc["snr_db"]):
         vals = [ms[m]["psnr_mean"][i] for m in cols]

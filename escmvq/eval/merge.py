@@ -9,6 +9,7 @@ unique after merging; ``LABEL=PATH`` prefixes every method of that file as ``LAB
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 __all__ = ["SHARED_FIELDS", "load_sweep", "merge_sweeps", "markdown_table"]
@@ -20,8 +21,6 @@ SHARED_FIELDS = ("dataset", "channel", "snr_db", "n_images", "realizations", "se
 def load_sweep(path) -> tuple[dict, str]:
     """Read one ``escmvq eval`` JSON. Returns ``(doc, sha256 of the file)``; a file that is not
     such a result is a ``ValueError`` naming it."""
-    import json
-
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -48,7 +47,6 @@ def merge_sweeps(sources, keep=None, rename=None) -> dict:
         raise ValueError("nothing to merge: give at least one eval JSON")
     first = None
     methods: dict = {}
-    origin: dict = {}
     merged_from = []
     for label, path in sources:
         doc, sha = load_sweep(path)
@@ -62,10 +60,10 @@ def merge_sweeps(sources, keep=None, rename=None) -> dict:
         for name, r in doc["methods"].items():
             full = f"{label}:{name}" if label else name
             if full in methods:
-                raise ValueError(f"method {full!r} is in both {origin[full]} and {path}: "
+                earlier = merged_from[methods[full]["merged_from_index"]]["path"]
+                raise ValueError(f"method {full!r} is in both {earlier} and {path}: "
                                  "prefix one file as LABEL=PATH")
             methods[full] = dict(r, merged_from_index=len(merged_from))
-            origin[full] = path
         merged_from.append({"path": str(path), "label": label, "sha256": sha, "command": doc.get("command"),
                             "bundle": doc.get("bundle")})
     if keep is not None:

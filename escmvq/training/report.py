@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from escmvq.core import pvq
 from escmvq.training import quantizer as Q
@@ -109,7 +110,7 @@ def _raw_stats(raw: np.ndarray | None) -> dict:
     if raw is None:
         return {"mu_raw_mean": None, "mu_raw_min": None, "mu_raw_max": None, "mu_near_floor_fraction": None,
                 "mu_raw_slope_mean": None}
-    s = 1.0 / (1.0 + np.exp(-raw))
+    s = expit(raw)
     return {"mu_raw_mean": float(raw.mean()), "mu_raw_min": float(raw.min()), "mu_raw_max": float(raw.max()),
             "mu_near_floor_fraction": float((s < 0.01).mean()), "mu_raw_slope_mean": float((s * (1 - s)).mean())}
 

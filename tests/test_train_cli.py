@@ -151,12 +151,18 @@ def test_resume_mid_training_continues(tmp_path, npz_dir):
     assert ck["stage"] == 5 and ck["step"] == 5  # one step per stage
     first = torch.load(out / "last.ckpt", weights_only=True)
     # rewrite as "stage 1, epoch 1 of 2, not done" and resume: the run must continue from there
-    first.update(stage=1, epoch=1, stage_done=False, stage_elapsed=[0.0] * 5)
+    # ... after earlier processes that trained for 1,000 s: wall time adds up across resumes
+    assert 0 < first["wall_s"] < 1000
+    first.update(stage=1, epoch=1, stage_done=False, stage_elapsed=[0.0] * 5, wall_s=1000.0)
     torch.save(first, out / "last.ckpt")
     r = _cli(*args, "--resume")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed from" in r.stdout and "stage 1 epoch 2" in r.stdout and "stage 2/5" in r.stdout
-    assert torch.load(out / "last.ckpt", weights_only=True)["stage"] == 5
+    last = torch.load(out / "last.ckpt", weights_only=True)
+    assert last["stage"] == 5
+    final = torch.load(out / "final.ckpt", weights_only=True)
+    assert 1000 < last["wall_s"] <= final["train_wall_s"] < 2000
+    assert all(1000 < h["elapsed_s"] < 2000 for h in last["history"][-5:])  # the resumed process's epochs
 
 
 def test_mu_raw_min_bounds_the_flat_tail(tmp_path, npz_dir):

@@ -105,8 +105,8 @@ def train_cmd(
         console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
                                                          "stage_share": list(shares)},
     )
-    t0 = time.time()
     res = train(cfg)
+    t_trained = time.time()
     ddp.teardown()
     if rank != 0:
         return
@@ -125,10 +125,12 @@ def train_cmd(
                                                       "latent_shape", "codebooks", "mu", "distortion")}
     keep["distortion"] = table
     keep["distortion_images"] = len(imgs)
-    keep["train_wall_s"] = time.time() - t0
+    # wall time of the whole run, earlier processes of a resumed run included (an epoch cut
+    # short by an interruption is redone and counted once), plus table (31)
+    keep["train_wall_s"] = res["summary"]["train_seconds"] + (time.time() - t_trained)
     final = save_checkpoint(out / "final.ckpt", model, pre, **keep)
     hist = res["summary"]["history"]
-    tab = Table(title=f"ESC-MVQ {pre.name} on {data.name}: {len(hist)} epochs, {(time.time() - t0) / 60:.1f} min")
+    tab = Table(title=f"ESC-MVQ {pre.name} on {data.name}: {len(hist)} epochs, {keep['train_wall_s'] / 60:.1f} min")
     for c in ("codebook", "PSNR clean (eval)", "perplexity", "dead", "mu mean", "mu median", "mu min", "mu max", "D (31) mean"):
         tab.add_column(c, justify="right")
     last = hist[-1] if hist else None

@@ -158,6 +158,7 @@ def train(cfg: TrainConfig) -> dict:
     stage_elapsed = [0.0] * preset.V
     history: list[dict] = []
     resumed = None
+    wall_before = 0.0  # wall time of the earlier processes of a resumed run (their finished epochs)
 
     def make_opt(m):
         # fixed (SQ) codebooks and fixed mu (BSC baselines) are not trained; group 0 stays the
@@ -189,6 +190,7 @@ def train(cfg: TrainConfig) -> dict:
         stage_done = bool(ck.get("stage_done", False))
         stage_elapsed = list(ck.get("stage_elapsed", stage_elapsed))
         history = list(ck.get("history", []))
+        wall_before = float(ck.get("wall_s", 0.0))
         if "rng" in ck:
             gen.set_state(ck["rng"]["gumbel"])
             data_gen.set_state(ck["rng"]["data"])
@@ -221,6 +223,7 @@ def train(cfg: TrainConfig) -> dict:
         extra = dict(
             normalisation=norm, dataset=cfg.data.name, stage=tag_stage, epoch=tag_epoch, step=step,
             stage_done=done, stage_elapsed=stage_elapsed, history=history, seed=cfg.seed,
+            wall_s=wall_before + time.time() - t_start,
             optimizer=opt.state_dict(),
             rng={"gumbel": gen.get_state(), "data": data_gen.get_state()},
             dead_restart=dead_restart, data_init=data_init,
@@ -331,7 +334,7 @@ def train(cfg: TrainConfig) -> dict:
                     "train_perplexity": [Q.perplexity(c) for c in ep_counts],
                     "train_dead": [int((c == 0).sum()) for c in ep_counts],
                     "restarted": restarted, "mu": _mu_stats(model, stage),
-                    "elapsed_s": time.time() - t_start,
+                    "elapsed_s": wall_before + time.time() - t_start,
                 }
                 if ev is not None:
                     rec.update({"eval_psnr": ev["psnr"], "eval_perplexity": ev["perplexity"], "eval_dead": ev["dead"]})
@@ -345,7 +348,7 @@ def train(cfg: TrainConfig) -> dict:
                     break
             stage_done = True
     summary = {"history": history, "preset": preset.name, "dataset": cfg.data.name,
-               "train_seconds": time.time() - t_start, "stage_seconds": stage_elapsed}
+               "train_seconds": wall_before + time.time() - t_start, "stage_seconds": stage_elapsed}
     if rank == 0:
         summary["final"] = history[-1] if history else None
     return {"model": model, "preset": preset, "normalisation": norm, "summary": summary, "last": last}

@@ -148,7 +148,7 @@ def fig6_grid(originals: np.ndarray, recs: dict, path, title: str = "") -> Path:
         raise ValueError(f"originals: expected [k, H, W, 3] with k >= 1, got {originals.shape}")
     plt = _plt()
     rows = 1 + len(recs)
-    fig, axes = plt.subplots(rows, k, figsize=(1.3 * k, 1.45 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, k, figsize=(1.3 * k, 1.45 * rows), squeeze=False, layout="constrained")
     for j in range(k):
         axes[0, j].imshow(originals[j])
     axes[0, 0].set_ylabel("original", fontsize=7)

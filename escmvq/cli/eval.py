@@ -176,17 +176,12 @@ def eval_cmd(
             "methods": summaries,
         })
         _print_table(doc)
-        if json_out is not None:
-            atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"), force)
+        _write_result(doc, json_out, plot, bars, force)
         from escmvq.eval import figures
 
         def fig(path, make):
-            atomic_write(path, lambda p: make(p), force)
+            atomic_write(path, make, force)
 
-        if plot is not None:
-            fig(plot, lambda p: figures.fig5_psnr_snr(doc, p))
-        if bars is not None:
-            fig(bars, lambda p: figures.fig7_bars(doc, p))
         if grid is not None:
             si = int(np.argmin(np.abs(np.asarray(snrs) - grid_snr)))
             recs = {m: results[m].samples[si] for m in meths}
@@ -227,6 +222,21 @@ def _print_table(doc: dict) -> None:
               f"{r['seconds']:.1f} s)")
 
 
+def _write_result(doc: dict, json_out: Optional[Path], plot: Optional[Path], bars: Optional[Path], force: bool,
+                  title: Optional[str] = None) -> None:
+    """Write an eval result (``escmvq eval`` or ``eval-merge``) as JSON, Fig. 5 and Fig. 7,
+    each atomically; None skips that output."""
+    from escmvq.eval import figures
+    from escmvq.runtime.files import atomic_write
+
+    if json_out is not None:
+        atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"), force)
+    if plot is not None:
+        atomic_write(plot, lambda p: figures.fig5_psnr_snr(doc, p, title), force)
+    if bars is not None:
+        atomic_write(bars, lambda p: figures.fig7_bars(doc, p, title), force)
+
+
 def _source(spec: str) -> tuple[Optional[str], Path]:
     """``PATH`` or ``LABEL=PATH`` (LABEL: letters, digits, ``_ . -``)."""
     import re
@@ -264,7 +274,6 @@ def eval_merge_cmd(
             fail(f"--rename: expected OLD=NEW once per method, got {spec!r}", 2)
         renames[old.strip()] = new.strip()
     with cli_errors():
-        from escmvq.eval import figures
         from escmvq.eval.merge import markdown_table, merge_sweeps
         from escmvq.runtime.files import atomic_write, check_output
 
@@ -272,14 +281,9 @@ def eval_merge_cmd(
             check_output(p, force)
         doc = merge_sweeps([_source(s) for s in runs], keep, renames)
         _print_table(doc)
-        if json_out is not None:
-            atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"), force)
+        _write_result(doc, json_out, plot, bars, force, title)
         if markdown is not None:
             atomic_write(markdown, lambda p: p.write_text(markdown_table(doc)), force)
-        if plot is not None:
-            atomic_write(plot, lambda p: figures.fig5_psnr_snr(doc, p, title), force)
-        if bars is not None:
-            atomic_write(bars, lambda p: figures.fig7_bars(doc, p, title), force)
         for p in outputs:
             print(f"wrote {p}", file=sys.stderr)
 

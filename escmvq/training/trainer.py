@@ -217,13 +217,16 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = min(steps_full, preset.steps_per_epoch or steps_full)
     t_start = time.time()
 
+    def wall() -> float:  # seconds of the whole run, earlier processes included
+        return wall_before + time.time() - t_start
+
     def save(tag_stage, tag_epoch, done, final=False):
         if rank != 0:
             return
         extra = dict(
             normalisation=norm, dataset=cfg.data.name, stage=tag_stage, epoch=tag_epoch, step=step,
             stage_done=done, stage_elapsed=stage_elapsed, history=history, seed=cfg.seed,
-            wall_s=wall_before + time.time() - t_start,
+            wall_s=wall(),
             optimizer=opt.state_dict(),
             rng={"gumbel": gen.get_state(), "data": data_gen.get_state()},
             dead_restart=dead_restart, data_init=data_init,
@@ -334,7 +337,7 @@ def train(cfg: TrainConfig) -> dict:
                     "train_perplexity": [Q.perplexity(c) for c in ep_counts],
                     "train_dead": [int((c == 0).sum()) for c in ep_counts],
                     "restarted": restarted, "mu": _mu_stats(model, stage),
-                    "elapsed_s": wall_before + time.time() - t_start,
+                    "elapsed_s": wall(),
                 }
                 if ev is not None:
                     rec.update({"eval_psnr": ev["psnr"], "eval_perplexity": ev["perplexity"], "eval_dead": ev["dead"]})
@@ -348,7 +351,7 @@ def train(cfg: TrainConfig) -> dict:
                     break
             stage_done = True
     summary = {"history": history, "preset": preset.name, "dataset": cfg.data.name,
-               "train_seconds": wall_before + time.time() - t_start, "stage_seconds": stage_elapsed}
+               "train_seconds": wall(), "stage_seconds": stage_elapsed}
     if rank == 0:
         summary["final"] = history[-1] if history else None
     return {"model": model, "preset": preset, "normalisation": norm, "summary": summary, "last": last}

@@ -1,6 +1,7 @@
 """Fixtures shared by the export, runtime, CLI and eval suites."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,24 @@ import pytest
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
-    """A tiny exported bundle (untrained ``tiny`` preset), built once per test session."""
+    """A tiny exported bundle (untrained ``tiny`` preset), built once per test session.
+
+    ``ESCMVQ_TEST_BUNDLE_CACHE=DIR``: build it once in DIR and reuse it across sessions
+    (``benchmarks/mutation.sh`` runs thousands of short sessions)."""
     pytest.importorskip("torch")
     from escmvq.export.testing import tiny_bundle
 
-    return tiny_bundle(tmp_path_factory.getbasetemp())
+    cache = os.environ.get("ESCMVQ_TEST_BUNDLE_CACHE")
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    return tiny_bundle(Path(cache) if cache else tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def txrx(bundle_dir):
+    """A transmitter and a receiver on the tiny bundle."""
+    from escmvq.runtime.receiver import Receiver
+    from escmvq.runtime.transmitter import Transmitter
+
+    tx = Transmitter(bundle_dir)
+    return tx, Receiver(tx.bundle)

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from escmvq.cli.main import app
+from cli_helpers import assert_one_line_error, run
 from escmvq.export.testing import KODAK
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,18 +25,6 @@ def work(tmp_path, monkeypatch) -> Path:
     img = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))[:70, :100]
     Image.fromarray(img).save(tmp_path / "img.png")
     return tmp_path
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(res, match: str):
-    assert res.exit_code != 0, res.stdout
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in res.stderr + res.stdout
 
 
 def files(folder: Path) -> set[str]:
@@ -70,8 +56,13 @@ def test_tx_rx_round_trip(work, bundle_dir):
     res = run("tx", "--snr", "20", "img.png", "-o", "a.tx", "-b", bundle_dir, "--seed", "3")
     assert res.exit_code == 0, res.stderr
     res = run("rx", "a.tx", "-o", "a.png", "-b", bundle_dir, "-r", "img.png")
-    assert res.exit_code == 0, res.stderr and "PSNR" in res.stdout
-    assert Image.open(work / "a.png").size == (100, 70)
+    assert res.exit_code == 0, res.stderr
+    from escmvq.runtime.images import psnr
+
+    dec, ref = np.asarray(Image.open(work / "a.png")), np.asarray(Image.open(work / "img.png"))
+    assert dec.shape == (70, 100, 3)
+    shown = float(res.stdout.split("PSNR ")[1].split(" dB")[0])  # "..., PSNR 12.34 dB"
+    assert shown == pytest.approx(psnr(ref, dec), abs=0.005)
     # same seeds -> same bytes
     run("tx", "--snr", "20", "img.png", "-o", "b.tx", "-b", bundle_dir, "--seed", "3")
     assert (work / "a.tx").read_bytes() == (work / "b.tx").read_bytes()
@@ -79,6 +70,34 @@ def test_tx_rx_round_trip(work, bundle_dir):
     assert run("tx", "--snr", "20", "img.png", "-o", "c.tx", "-b", bundle_dir, "--through-channel").exit_code == 0
     assert (work / "c.tx").read_bytes()[10] == 1 and (work / "a.tx").read_bytes()[10] == 0
     assert run("rx", "c.tx", "-o", "c.png", "-b", bundle_dir).exit_code == 0
+
+
+def test_rx_decodes_frames_with_noise_variance_other_than_one(work):
+    """A frame made with sigma^2 = 4 (P_tot four times larger at the same SNR): ``rx`` must
+    plan with the frame's sigma^2 and decode exactly what a sigma^2 = 1 frame decodes (the
+    channel at sigma^2 = 4 is the unit one scaled by 2: signal and noise). The colour-quantiser
+    bundle is used because its decoder output depends on the labels (the untrained tiny
+    bundle's barely does)."""
+    pytest.importorskip("onnx")
+    from escmvq.eval.datasets import load_cifar10_test
+    from escmvq.eval.testing import colour_bundle
+    from escmvq.runtime.frame import parse
+    from escmvq.runtime.images import load_image
+    from escmvq.runtime.link import transmit_image
+    from escmvq.runtime.transmitter import Transmitter
+
+    bundle_dir = colour_bundle(work / "cb", load_cifar10_test(96))
+    tx = Transmitter(bundle_dir)
+    img = load_image(work / "img.png")
+    for nv in (1.0, 4.0):
+        frame = transmit_image(tx, img, 20.0, np.random.default_rng(3), "rayleigh", noise_var=nv)[0]
+        (work / f"n{nv:g}.tx").write_bytes(frame.to_bytes())
+        assert parse((work / f"n{nv:g}.tx").read_bytes()).noise_var == nv
+        res = run("rx", f"n{nv:g}.tx", "-o", f"n{nv:g}.png", "-b", bundle_dir, "--seed", "5", "-r", "img.png")
+        assert res.exit_code == 0, res.stderr
+        assert float(res.stdout.split("PSNR ")[1].split(" dB")[0]) > 20.0
+    one, four = (np.asarray(Image.open(work / f"n{nv}.png")) for nv in ("1", "4"))
+    assert np.array_equal(one, four)
 
 
 @pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "I;16", "L"])
@@ -131,7 +150,7 @@ def test_frame_from_another_bundle_and_corrupt_bundle(work, bundle_dir):
     other = work / "other.escmvq"
     shutil.copytree(bundle_dir, other)
     m = json.loads((other / "manifest.json").read_text())
-    m["created"] = "another export"
+    m["model"]["quantizer"] = "another model"  # content enters the identity (the export time does not)
     (other / "manifest.json").write_text(json.dumps(m))
     assert run("tx", "--snr", "10", "img.png", "-o", "a.tx", "-b", bundle_dir).exit_code == 0
     assert_one_line_error(run("rx", "a.tx", "-o", "o.png", "-b", other), "refusing to decode")

@@ -23,7 +23,12 @@ WORKER = textwrap.dedent(
         mm = np.array([0.0005, 0.001, 0.0045, 0.02, 0.05])
         mu = np.minimum(mm[:, None, None] * np.exp(rng.uniform(0, 2.5, (V, N, B))), 0.5)
         D = rng.uniform(0.2, 1, N)[None] * (1 + np.cumsum(rng.uniform(0.05, 0.6, (V, N)), axis=0))
-        alloc = Allocator(D, mu, rate=4, method=method)
+        if method.endswith("+erasures"):  # erasure states, flip-cost layout and per-position powers
+            extra = dict(erasure_distortion=D[-1] * rng.uniform(1.2, 2.5, N), flip_cost=rng.uniform(1, 9, (V, N, B)),
+                         positions=True)
+        else:
+            extra = {}
+        alloc = Allocator(D, mu, rate=4, method=method.split("+")[0], **extra)
         np.savez(path, **alloc.state())
     else:
         with np.load(path, allow_pickle=False) as z:
@@ -44,7 +49,7 @@ def _run(args):
 
 
 def test_two_processes_byte_identical(tmp_path):
-    for method in ("jcamp", "jcap"):
+    for method in ("jcamp", "jcap", "jcamp+erasures"):
         st = tmp_path / f"{method}.npz"
         a, b, c = (tmp_path / f"{method}_{x}.bin" for x in "abc")
         p = _run(["build", str(st), method, str(a)])

@@ -106,3 +106,76 @@ def test_distortion_grows_with_mu():
     zs = rng.normal(size=(20, 8, 4))
     d = [pvq.expected_distortion(zs, cb, np.full((8, 6), m)).mean() for m in (1e-4, 0.01, 0.1, 0.5)]
     assert all(a < b for a, b in zip(d, d[1:]))
+
+
+# ------------- input checks, messages and precision (issue 18: mutmut survivors) -------------
+def test_layout_and_bit_table_input_checks():
+    with pytest.raises(ValueError, match=r"z: expected \[batch, D, h, w\], got shape \(2, 3, 4\)"):
+        pvq.to_subvectors(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"zs: expected \[batch, 12, D\], got shape \(2, 10, 4\)"):
+        pvq.from_subvectors(np.zeros((2, 10, 4)), 3, 4)  # right ndim, wrong N
+    with pytest.raises(ValueError, match=r"zs: expected \[batch, 12, D\]"):
+        pvq.from_subvectors(np.zeros((12, 4)), 3, 4)  # right N, wrong ndim
+    for B in (0, 25):
+        with pytest.raises(ValueError, match=f"B: expected 1..24 bits, got {B}"):
+            pvq.bit_table(B)
+    np.testing.assert_array_equal(pvq.bit_table(1), [[0], [1]])
+    t24 = pvq.bit_table(24)
+    assert t24.shape == (1 << 24, 24) and t24.dtype == np.uint8 and t24[-1].all()
+    with pytest.raises(ValueError, match=r"idx: values must lie in \[0, 512\), got \[0, 512\]"):
+        pvq.index_to_bits(np.array([0, 512]), 9)
+
+
+def test_nearest_codeword_works_in_float32_like_the_exported_graph():
+    """Inputs are rounded to float32 first: a point 1e-9 past the midpoint of two codewords
+    is a tie in float32 and goes to the lowest index (float64 would pick the other one)."""
+    cb = np.array([[0.0], [1.0]])
+    assert pvq.nearest_codeword(np.array([[0.5 + 1e-9]]), cb).tolist() == [0]
+    assert pvq.nearest_codeword(np.array([[0.5]]), np.array([[0.0], [1.0 - 1e-9]])).tolist() == [0]
+    # exact zeros in a sub-vector are ordinary values (no 0/0 anywhere in the distance)
+    assert pvq.nearest_codeword(np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[5.0, 5.0], [0.0, 1.0]])).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="zs and codebook disagree on D: 4 vs 3"):
+        pvq.nearest_codeword(np.zeros((2, 5, 4)), np.zeros((8, 3)))
+
+
+def test_transition_and_distortion_compute_in_float64_whatever_the_input():
+    rng = np.random.default_rng(3)
+    mu64 = rng.uniform(1e-3, 0.5, (4, 3))
+    sent = rng.integers(0, 8, (2, 4))
+    ref = pvq.transition_logprob(sent, mu64)
+    f32 = pvq.transition_logprob(sent, mu64.astype(np.float32))
+    assert f32.dtype == np.float64
+    np.testing.assert_allclose(f32, pvq.transition_logprob(sent, mu64.astype(np.float32).astype(np.float64)), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.exp(f32).sum(-1), 1.0, atol=1e-13)
+    with pytest.raises(ValueError, match=r"sent: expected \[batch, 4\], got shape \(4,\)"):
+        pvq.transition_logprob(sent[0], mu64)  # right N, wrong ndim
+    zs = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    cb = rng.normal(size=(8, 2)).astype(np.float32)
+    got = pvq.expected_distortion(zs, cb, mu64)
+    want = pvq.expected_distortion(zs.astype(np.float64), cb.astype(np.float64), mu64)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_distortion_table_averages_over_samples_not_positions():
+    rng = np.random.default_rng(4)
+    cbs = rng.normal(size=(2, 8, 2))
+    mu = np.full((2, 4, 3), 0.05)
+    a, b = rng.normal(size=(3, 4, 2)), rng.normal(size=(5, 4, 2))  # batch sizes != N
+    want = np.stack([np.concatenate([pvq.expected_distortion(x, cbs[v], mu[v]) for x in (a, b)]).mean(0)
+                     for v in range(2)])
+    np.testing.assert_allclose(pvq.distortion_table([a, b], cbs, mu), want, rtol=1e-12)
+    np.testing.assert_allclose(pvq.distortion_table([a[:1]], cbs, mu)[0], pvq.expected_distortion(a[:1], cbs[0], mu[0])[0])
+    with pytest.raises(ValueError, match="^batches: no latents given$"):
+        pvq.distortion_table([], cbs, mu)
+    with pytest.raises(ValueError, match="codebooks and mu disagree on V: 2 vs 3"):
+        pvq.distortion_table([a], cbs, np.full((3, 4, 3), 0.05))
+
+
+def test_bsc_returns_uint8_bits():
+    rng = np.random.default_rng(0)
+    bits = np.array([[[0, 1, 1, 0]]], np.int64)
+    out = pvq.bsc(bits, np.zeros(4) + 1e-300, rng)
+    assert out.dtype == np.uint8 and out.tolist() == bits.tolist()
+    out = pvq.bsc(bits, np.full(4, 0.5 + 0.5), rng)  # mu = 1: every bit flips
+    assert out.tolist() == [[[1, 0, 0, 1]]]

@@ -105,10 +105,14 @@ def test_eval_with_a_pair_set(bundle, tmp_path):
         colour_bundle(tmp_path, imgs, "jcap", mu_base=(m,), name=f"vq{i}")
     js = tmp_path / "o.json"
     r = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--methods", "jcap", "--snr", "0,20", "--images", "16",
-                                 "--quiet", "--pairs", f"bsc-vq={tmp_path}/vq*.escmvq", "--json", str(js)])
+                                 "--quiet", "--pairs", f"bsc-vq={tmp_path}/vq*.escmvq", "--json", str(js),
+                                 "--decoding", "soft"])
     assert r.exit_code == 0, r.output
     doc = json.loads(js.read_text())
     assert set(doc["methods"]) == {"jcap", "bsc-vq"}
     assert doc["methods"]["bsc-vq"]["pairs"] == 2 and doc["methods"]["jcap"]["pairs"] == 1
+    # one receiver setting for every learned method, recorded
+    assert doc["receiver"]["decoding"] == "soft"
+    assert doc["methods"]["jcap"]["receiver"]["decoding"] == doc["methods"]["bsc-vq"]["receiver"]["decoding"] == "soft"
     r = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--pairs", f"x={tmp_path}/none*", "--quiet"])
     assert r.exit_code == 2 and "no bundle folder" in r.output

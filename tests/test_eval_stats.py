@@ -41,6 +41,37 @@ def test_mean_ci_coverage_and_shrinking():
             mean_ci(bad)
 
 
+@pytest.mark.parametrize("n,level,t_crit", [  # Student-t table, 10 significant digits
+    (2, 0.95, 12.70620474), (3, 0.95, 4.302652730), (5, 0.95, 2.776445105), (5, 0.90, 2.131846786),
+    (5, 0.99, 4.604094871), (10, 0.95, 2.262157163), (30, 0.95, 2.045229642),
+])
+def test_mean_ci_half_width_is_student_t_with_sample_std(n, level, t_crit):
+    """Half-width = t_{n-1, (1+level)/2} * s / sqrt(n) with s the ddof = 1 standard deviation:
+    exact against scipy.stats.t and tabulated quantiles (a normal quantile or ddof = 0 gives
+    intervals 29% too narrow at n = 5; the coverage test cannot tell)."""
+    from scipy import stats
+
+    x = np.random.default_rng(n).normal(20.0, 3.0, n)
+    s = float(np.sqrt(np.sum((x - x.mean()) ** 2) / (n - 1)))
+    m = mean_ci(x, level)
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    assert t == pytest.approx(t_crit, rel=1e-9)
+    assert m["ci"] == pytest.approx(t * s / math.sqrt(n), rel=1e-12)
+    assert m["std"] == pytest.approx(s, rel=1e-12) and m["n"] == n and m["level"] == level
+    assert m["mean"] == pytest.approx(float(np.mean(x)), rel=1e-15)
+
+
+def test_mean_ci_hand_example():
+    # values 1..5: mean 3, s = sqrt(2.5), t_{4, 0.975} = 2.7764451...
+    m = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert m["mean"] == 3.0 and m["std"] == pytest.approx(math.sqrt(2.5))
+    assert m["ci"] == pytest.approx(2.7764451051977934 * math.sqrt(2.5) / math.sqrt(5), rel=1e-12)
+    assert m["ci"] == pytest.approx(1.9632432, rel=1e-7)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="level"):
+            mean_ci([1.0, 2.0], bad)
+
+
 def test_snr_grid_parsing():
     assert parse_snr_grid("-5:25:2.5") == [-5.0 + 2.5 * k for k in range(13)]
     assert parse_snr_grid("0,5, 10") == [0.0, 5.0, 10.0]

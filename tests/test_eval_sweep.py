@@ -72,6 +72,20 @@ def test_ci_shrinks_with_more_images(bundle, images):
     assert big["n_images"] == 64
 
 
+def test_noise_variance_four_gives_the_unit_noise_results(bundle, images):
+    """sigma^2 = 4 at the same SNR: P_tot is 4x, gamma = |h|^2/4, signal and noise both scale
+    by 2 (exact in floating point), so every PSNR and label error is that of sigma^2 = 1, and
+    the link is nearly error-free at 20 dB (a receiver planning with sigma^2 = 1 is not)."""
+    kw = dict(channel="rayleigh", seed=3)
+    one = sweep_esc(bundle, images[96:128], [0.0, 20.0], noise_var=1.0, **kw)
+    four = sweep_esc(bundle, images[96:128], [0.0, 20.0], noise_var=4.0, **kw)
+    for m in ("jcamp", "jcap"):
+        a, b = one[m].summary(), four[m].summary()
+        assert np.array_equal(one[m].psnr, four[m].psnr), m
+        assert a["label_error_rate"] == b["label_error_rate"] and a["mean_codebook"] == b["mean_codebook"]
+        assert b["label_error_rate"][1] < 0.05 < b["label_error_rate"][0]
+
+
 def test_common_random_numbers():
     h1, h2 = fading(5, "rayleigh", 1, 32, 8), fading(5, "rayleigh", 1, 32, 8)
     assert np.array_equal(h1, h2) and h1.dtype == np.complex64

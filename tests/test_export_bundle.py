@@ -43,8 +43,27 @@ def test_tables_match_checkpoint(bundle_dir):
     assert np.array_equal(b.codebooks, np.asarray(ckpt["codebooks"]))
     assert np.array_equal(b.mu, np.asarray(ckpt["mu"]))
     assert b.distortion.shape == (5, 64) and np.all(b.distortion > 0)
-    # distortion grows with mu: codebook v has mu >= mu_min^(v)
-    assert b.allocator is not None and len(b.hash) == 32
+    # distortion grows with mu (30): wherever codebook v+1 flips bits more often than v
+    # (the untrained tiny model's codebooks 1-3 share mu = mu_init), its expected distortion is larger
+    grows = 0
+    for v in range(4):
+        if np.all(b.mu[v + 1] > b.mu[v]):
+            grows += 1
+            assert b.distortion[v + 1].mean() > b.distortion[v].mean()
+            assert np.mean(b.distortion[v + 1] > b.distortion[v]) >= 0.9
+    assert grows >= 2
+    # the stored allocator is the one the tables and the manifest's settings give
+    from escmvq.core.alloc import Allocator
+    from escmvq.runtime.bundle import manifest_hash
+
+    spec = b.model["allocator"]
+    assert set(spec) <= {"method", "variant"}, f"new allocator settings {spec}: extend this check"
+    fresh = Allocator(b.distortion, b.mu, rate=b.rate, method=spec["method"], variant=spec["variant"],
+                      m_max=int(b.model.get("m_max", 8)))
+    assert b.allocator.n_states == fresh.n_states == 4 * 64 + 1
+    for p_tot, gamma in ((1e-3, 1.0), (576 * 10.0, 0.7), (576 * 10.0, 3.0), (1e9, 1.0)):
+        assert b.allocator.plan(p_tot, gamma).digest() == fresh.plan(p_tot, gamma).digest()
+    assert b.hash == manifest_hash(json.loads((bundle_dir / "manifest.json").read_text()))
 
 
 @pytest.mark.parametrize("name", ["encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx"])

@@ -88,3 +88,57 @@ def test_silent_cpu_fallback_refused(bundle_dir, monkeypatch):
     with pytest.raises(BackendError, match="runs on CPUExecutionProvider.*refusing"):
         make_session(bundle_dir / "encoder.onnx", device="cuda")
     assert make_session(bundle_dir / "encoder.onnx", device="cpu").get_providers()[0] == "CPUExecutionProvider"
+
+
+# ------------------------- every listed file is verified (issue 18) -------------------------
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["encoder.int8.onnx", "decoder.int8.onnx"])
+def test_corrupt_optional_file_refused(copy, name):
+    """Optional files (int8 graphs, TensorRT engines) are verified like the required ones:
+    a corrupt int8 graph would otherwise run."""
+    assert name in _manifest(copy)["files"]
+    p = copy / name
+    data = bytearray(p.read_bytes())
+    data[len(data) // 3] ^= 0x10  # same size: only the sha256 can tell
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{name} sha256 does not match"):
+        load_bundle(copy)
+    assert load_bundle(copy, verify=False).path == copy  # verification is what refuses it
+
+
+def test_corrupt_engine_file_refused(copy):
+    from escmvq.runtime.bundle import sha256_file
+
+    eng = copy / "encoder.fp16.engine"
+    eng.write_bytes(b"serialized engine" * 10)
+    m = _manifest(copy)
+    m["files"]["encoder.fp16.engine"] = {"sha256": sha256_file(eng), "bytes": eng.stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert load_bundle(copy).has("encoder.fp16.engine")
+    eng.write_bytes(b"serialized engini" * 10)
+    with pytest.raises(BundleError, match="encoder.fp16.engine sha256 does not match"):
+        load_bundle(copy)
+    eng.write_bytes(b"short")
+    with pytest.raises(BundleError, match="encoder.fp16.engine has 5 bytes"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("name", ["../x", "..\\x", "sub/x", "/tmp/x", ".x", "./x"])
+def test_manifest_entry_outside_the_bundle_refused(copy, name):
+    """A manifest may only name files inside its folder, even when the named file exists and
+    matches its hash (``../x`` next to the bundle)."""
+    from escmvq.runtime.bundle import sha256_file
+
+    outside = copy.parent / "x"  # what "../x" points at
+    outside.write_bytes(b"not part of the bundle")
+    inside = {"..\\x": copy / "..\\x", ".x": copy / ".x", "./x": copy / "x"}.get(name)
+    if inside is not None:  # the named file exists too: only the name check can refuse it
+        inside.write_bytes(outside.read_bytes())
+    m = _manifest(copy)
+    m["files"][name] = {"sha256": sha256_file(outside), "bytes": outside.stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        load_bundle(copy)

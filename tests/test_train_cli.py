@@ -137,7 +137,23 @@ def test_train_resume_report_and_plot(tmp_path, npz_dir):
     shipped = torch.load(tmp_path / "ship.ckpt", weights_only=True)
     assert "optimizer" not in shipped and "rng" not in shipped and shipped["distortion"] is not None
     r = _cli("mu-plot", str(tmp_path / "ship.ckpt"), "--out", str(tmp_path / "mu.png"))
-    assert r.returncode == 0 and (tmp_path / "mu.png").stat().st_size > 1000
+    assert r.returncode == 0, r.stdout + r.stderr
+    for png in (tmp_path / "mu.png", prefix.with_name("tiny.mu-cdf.png")):
+        _assert_mu_cdf_plot(png)
+
+
+def _assert_mu_cdf_plot(path, n_codebooks=5):
+    """A 720x480 PNG (6x4 in at 120 dpi) with one CDF line per codebook, each in its own
+    matplotlib default colour (C0..C4)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (720, 480)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in
+               ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")[:n_codebooks]}
+    present = {tuple(p) for p in np.unique(px, axis=0)}
+    assert colours <= present, f"missing line colours {colours - present}"
 
 
 def test_resume_mid_training_continues(tmp_path, npz_dir):

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from escmvq.cli.common import cli_errors, fail, out_console, parse_snr
+from escmvq.cli.txrx import Decoding, DecodingOpt, decoding_value
 
 DEVICES = ("cpu", "cuda", "tensorrt", "jetson")
 
@@ -36,6 +37,7 @@ def bench_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout (progress on stderr)."),
+    decoding: Optional[Decoding] = DecodingOpt,
 ):
     """Median/p90/p99 latency and throughput per stage (encode .. decode, end to end)."""
     if device not in DEVICES:
@@ -65,7 +67,7 @@ def bench_cmd(
         b = load_bundle(bundle)
         prec = "int8" if int8 else "fp32"
         tx = Transmitter(b, device=device, precision=prec, threads=threads)
-        rx = Receiver(b, device=device, precision=prec, threads=threads)
+        rx = Receiver(b, device=device, precision=prec, threads=threads, decoding=decoding_value(decoding))
         used = {"encoder": used_provider(tx.session), "decoder": used_provider(rx.session)}
         rng = np.random.default_rng(seed)
         if image is not None:
@@ -84,7 +86,8 @@ def bench_cmd(
                        "model_bytes": sum(files[f]["bytes"] for f in (f"encoder{'.int8' if int8 else ''}.onnx",
                                                                       f"decoder{'.int8' if int8 else ''}.onnx"))},
             "settings": {"snr_db": snr_db, "channel": channel, "iters": iters, "warmup": warmup,
-                         "tiles": "image " + str(image) if image else "random", "seed": seed},
+                         "tiles": "image " + str(image) if image else "random", "seed": seed,
+                         "receiver": rx.settings},
             "results": results,
         }
         if as_json:
@@ -102,7 +105,8 @@ def _print(rep: dict) -> None:
               f"{env['device']}: encoder on {env['providers_used']['encoder']}, decoder on "
               f"{env['providers_used']['decoder']}; onnxruntime {env['onnxruntime']}")
     con.print(f"bundle {b['sha256'][:12]} ({b['precision']}): model {b['model_bytes'] / 1e6:.2f} MB, "
-              f"bundle {b['bytes'] / 1e6:.2f} MB")
+              f"bundle {b['bytes'] / 1e6:.2f} MB; receiver: "
+              + ", ".join(f"{k} {v}" for k, v in rep["settings"]["receiver"].items() if v is not None))
     for r in rep["results"]:
         mode = "SingleStream" if r["batch"] == 1 else "Offline"
         t = Table(title=f"batch {r['batch']} ({mode}); peak RSS {r['peak_rss_mb']:.0f} MB; "

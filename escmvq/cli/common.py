@@ -10,7 +10,40 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["cli_errors", "fail", "parse_snr", "fresh_path", "err_console", "out_console"]
+__all__ = ["cli_errors", "fail", "parse_snr", "fresh_path", "err_console", "out_console", "Terminated",
+           "install_sigterm", "usage_error_line", "tile_progress"]
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler (:func:`install_sigterm`): a
+    ``KeyboardInterrupt`` so that every cleanup written for Ctrl-C (temporary files and
+    folders, sockets) also runs when the process is terminated (``kill``, ``timeout``)."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
+
+
+def install_sigterm() -> None:
+    """SIGTERM -> :class:`Terminated` in the main thread (no-op elsewhere or off POSIX)."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def usage_error_line(e) -> str:
+    """A click/typer usage error (bad option value, unknown option, missing argument) as the
+    one line ``error: ...`` the CLI promises."""
+    msg = (e.format_message() if hasattr(e, "format_message") else str(e)).strip()
+    msg = msg.splitlines()[0] if msg else "bad usage"
+    ctx = getattr(e, "ctx", None)
+    path = getattr(ctx, "command_path", None) if ctx is not None else None
+    return f"error: {msg}" + (f" (see '{path} --help')" if path else "")
 
 
 def err_console():
@@ -40,6 +73,8 @@ def cli_errors():
         yield
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except Terminated:
+        fail("terminated", 143)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, never a traceback
@@ -47,6 +82,23 @@ def cli_errors():
             raise
         known = type(e).__module__.startswith("escmvq") or isinstance(e, (OSError, ValueError))
         fail(str(e) if known else f"{type(e).__name__}: {e}")
+
+
+@contextlib.contextmanager
+def tile_progress(n_tiles: int, n_pixels: int, what: str):
+    """A rich progress bar on stderr for an image over ``LARGE_PIXELS`` (a few megapixels):
+    yields ``advance(k)`` to call after each batch of ``k`` tiles, or None for smaller images."""
+    from escmvq.runtime.images import LARGE_PIXELS
+
+    if n_pixels <= LARGE_PIXELS:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+                  TimeRemainingColumn(), console=err_console(), transient=True) as bar:
+        task = bar.add_task(what, total=n_tiles)
+        yield lambda k: bar.advance(task, k)
 
 
 def parse_snr(text: str) -> float:

@@ -14,8 +14,15 @@ from typing import Optional
 import typer
 
 from escmvq.cli.common import cli_errors, fail
+from escmvq.cli.txrx import Decoding, DecodingOpt, decoding_value
 
 ALL_METHODS = ("jcamp", "jcap", "jpeg-ldpc")
+# JPEG + LDPC keeps its own receiver whatever --decoding says
+JPEG_LDPC_RECEIVER = {"decoding": "ldpc", "estimate": "belief propagation (Sionna 5G NR LDPC5GDecoder, hard output)",
+                      "llr": "maxlog", "prior": None}
+# results written before the receiver was recorded all used hard decisions
+LEGACY_RECEIVER = {"decoding": "hard", "estimate": None, "llr": None, "prior": None}
+LEARNED_KINDS = ("esc-mvq", "pair-set")
 
 
 def _methods(text: str) -> list[str]:
@@ -65,9 +72,11 @@ def eval_cmd(
                                               "(e.g. bsc-vq='runs/bsc-vq/*.escmvq'); repeatable."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Run the end-to-end sweep (real QAM, real noise, hard decisions, the allocator's plan on
-    both sides) and report mean PSNR with a 95% confidence interval per SNR point."""
+    """Run the end-to-end sweep (real QAM, real noise, the receiver's hard or soft decoding --
+    the same for every learned method; JPEG+LDPC keeps its LDPC decoder --, the allocator's
+    plan on both sides) and report mean PSNR with a 95% confidence interval per SNR point."""
     from escmvq.eval.sweep import CHANNELS, parse_snr_grid
 
     meths = _methods(methods)
@@ -106,6 +115,7 @@ def eval_cmd(
 
         from escmvq.eval.datasets import load_images
         from escmvq.runtime.bundle import load_bundle
+        from escmvq.runtime.receiver import receiver_settings
         from escmvq.runtime.files import atomic_write, check_output
         from escmvq.runtime.threads import limit_blas_threads
 
@@ -119,6 +129,8 @@ def eval_cmd(
         total = len(imgs) * realizations * len(snrs) * (len(meths) + len(pair_specs))
         results = {}
         keep = 8 if grid is not None else 0
+        rx_opts = {"decoding": decoding_value(decoding)}  # one receiver setting for every learned method
+        rx_doc = receiver_settings(**rx_opts)
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -131,7 +143,8 @@ def eval_cmd(
 
                 prog.update(task, description="+".join(esc))
                 results.update(sweep_esc(b, imgs, snrs, esc, channel, realizations, seed, batch, keep=keep,
-                                         threads=threads, progress=lambda k: prog.advance(task, k)))
+                                         threads=threads, progress=lambda k: prog.advance(task, k),
+                                         receiver=rx_opts))
             if "jpeg-ldpc" in meths:
                 from escmvq.eval.jpeg_ldpc import sweep_jpeg_ldpc
 
@@ -140,12 +153,13 @@ def eval_cmd(
                     imgs, snrs, channel, realizations, seed, batch, keep=keep,
                     progress=lambda k: prog.advance(task, k), n_bits=b.n_bits, n_symbols=b.n_symbols,
                     symbol_factor=symbol_factor, energy=jpeg_energy, headers=jpeg_headers, threads=threads)
+                results["jpeg-ldpc"].info["receiver"] = dict(JPEG_LDPC_RECEIVER)
             if pair_specs:
                 from escmvq.eval.sweep import PairSet, sweep_pairs
 
                 for name, paths in pair_specs:
                     prog.update(task, description=name)
-                    ps = PairSet(paths, threads=threads)
+                    ps = PairSet(paths, threads=threads, receiver=rx_opts)
                     if ps.bundles[0].tile_size != b.tile_size:
                         raise ValueError(f"--pairs {name}: tile size {ps.bundles[0].tile_size} differs from the bundle's")
                     results[name] = sweep_pairs(ps, imgs, snrs, channel, realizations, seed, batch, keep=keep,
@@ -170,6 +184,7 @@ def eval_cmd(
                        "allocator": b.model.get("allocator"), "source_checkpoint": b.manifest.get("source_checkpoint")},
             "dataset": dataset, "n_images": int(len(imgs)), "realizations": realizations, "channel": channel,
             "seed": seed, "batch": batch, "snr_db": snrs, "elapsed_s": elapsed,
+            "receiver": rx_doc,
             "throughput_unit": "transmissions_per_s = images x realisations x SNR points per second of that method",
             "statistic": "mean over images of the per-image PSNR (8-bit, eq. 52) averaged over realisations; "
                          "ci95 = Student-t half-width over images",
@@ -245,6 +260,26 @@ def _source(spec: str) -> tuple[Optional[str], Path]:
     return (m.group(1), Path(m.group(2))) if m and not Path(spec).exists() else (None, Path(spec))
 
 
+def _common_receiver(sources) -> Optional[dict]:
+    """The receiver setting shared by every file with a learned method (files before the
+    setting was recorded: hard decisions); a difference is a one-line ValueError."""
+    from escmvq.eval.merge import load_sweep
+
+    first = None
+    for _, path in sources:
+        doc, _ = load_sweep(path)
+        if not any(r.get("kind") in LEARNED_KINDS or ("kind" not in r and r.get("pairs"))
+                   for r in doc["methods"].values()):
+            continue
+        rx = doc.get("receiver", LEGACY_RECEIVER)
+        if first is None:
+            first = (path, rx)
+        elif rx != first[1]:
+            raise ValueError(f"{path}: receiver {json.dumps(rx)} differs from {first[0]}'s {json.dumps(first[1])}; "
+                             "only sweeps with the same receiver setting can be merged")
+    return None if first is None else first[1]
+
+
 def eval_merge_cmd(
     runs: list[str] = typer.Argument(..., help="`escmvq eval` JSON files, each PATH or LABEL=PATH (LABEL "
                                                "prefixes that file's methods as LABEL:method)."),
@@ -260,7 +295,8 @@ def eval_merge_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
 ):
     """Merge sweeps of the same points (dataset, channel, SNR grid, images, realisations, seed,
-    batch) into one table, JSON and figure; refuses sweeps that differ in any of them."""
+    batch) into one table, JSON and figure; refuses sweeps that differ in any of them or in
+    the receiver setting (--decoding) of their learned methods."""
     outputs = [p for p in (json_out, plot, bars, markdown) if p is not None]
     if len(set(map(str, outputs))) != len(outputs):
         fail("output paths must differ", 2)
@@ -279,7 +315,11 @@ def eval_merge_cmd(
 
         for p in outputs:
             check_output(p, force)
-        doc = merge_sweeps([_source(s) for s in runs], keep, renames)
+        sources = [_source(s) for s in runs]
+        receiver = _common_receiver(sources)
+        doc = merge_sweeps(sources, keep, renames)
+        if receiver is not None:
+            doc["receiver"] = receiver
         _print_table(doc)
         _write_result(doc, json_out, plot, bars, force, title)
         if markdown is not None:

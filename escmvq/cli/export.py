@@ -22,6 +22,17 @@ def default_calibration() -> Optional[Path]:
     return None
 
 
+def default_stats() -> Optional[Path]:
+    """``$ESCMVQ_STATS``, else the CIFAR-10 training split in ``../shared/data``."""
+    if os.environ.get("ESCMVQ_STATS"):
+        return Path(os.environ["ESCMVQ_STATS"])
+    here = Path(__file__).resolve().parents[2]
+    for cand in (here.parent / "shared/data/cifar10/train.npz", Path.cwd() / "../shared/data/cifar10/train.npz"):
+        if cand.exists():
+            return cand
+    return None
+
+
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by `escmvq train`."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder (default: CHECKPOINT stem + .escmvq)."),
@@ -29,13 +40,21 @@ def export_cmd(
                                          "CIFAR-style .npz, an image folder or file (default: ../shared/data/cifar10/test.npz)."),
     n_calib: int = typer.Option(256, "--n-calib", help="Calibration tiles (int8)."),
     n_check: int = typer.Option(64, "--n-check", help="Self-check tiles."),
-    rate: int = typer.Option(4, "--rate", help="Transmission rate R = L/T, bits per channel use."),
+    rate: int = typer.Option(4, "--rate", min=1, max=8,
+                             help="Transmission rate R = L/T, bits per channel use (1..8: at most 256-QAM)."),
     method: str = typer.Option("jcamp", "--method", help="Allocator: jcamp (adaptive modulation) or jcap."),
     variant: str = typer.Option("exact", "--variant", help="Allocator variant: exact (keeps the budget) or paper."),
     int8: bool = typer.Option(False, "--int8", help="Also write static QDQ int8 encoder/decoder; report the PSNR cost."),
     trt: bool = typer.Option(False, "--trt", help="Also build fp16 TensorRT engines (needs TensorRT)."),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Training images for the label prior and the erasure "
+                                         "tables (same formats as --calib; default: ../shared/data/cifar10/train.npz)."),
+    n_stats: int = typer.Option(10000, "--n-stats", min=1, help="Tiles drawn from --stats."),
+    erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Exact allocator with 'not sent' states "
+                                  "below its cheapest state (needs --stats)."),
+    positions: bool = typer.Option(False, "--positions/--no-positions", help="Exact allocator meets every bit's target "
+                                   "on its own Gray position and puts costly label bits on the reliable positions."),
 ):
     """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
     state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch."""
@@ -50,9 +69,13 @@ def export_cmd(
         calib = calib if calib is not None else default_calibration()
         if calib is None:
             fail("no calibration images: pass --calib (a CIFAR-style .npz, or a folder of images)")
+        stats = stats if stats is not None else default_stats()
+        if stats is not None and not stats.exists():
+            fail(f"--stats: {stats} not found", 2)
         try:
             res = export_checkpoint(checkpoint, out, calib, n_calib=n_calib, n_check=n_check, rate=rate,
-                                    method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed)
+                                    method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed,
+                                    stats_source=stats, n_stats=n_stats, erasures=erasures, positions=positions)
         except ExportError as e:
             if getattr(e, "rows", None):
                 _print_rows(e.rows, stderr=True)

@@ -1,13 +1,14 @@
 """``escmvq tx``, ``rx``, ``link`` and ``stream``: the torch-free transmitter and receiver."""
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from escmvq.cli.common import cli_errors, fail, fresh_path, out_console, parse_snr
+from escmvq.cli.common import cli_errors, fail, fresh_path, out_console, parse_snr, tile_progress
 
 BundleOpt = typer.Option(None, "--bundle", "-b", help="Bundle folder (default: the shipped model).")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the channel draws (np.random.Generator).")
@@ -16,6 +17,60 @@ PerImageOpt = typer.Option(False, "--per-image", help="One fading realisation pe
 DeviceOpt = typer.Option("cpu", "--device", help="ONNX Runtime device: cpu, cuda, tensorrt.")
 Int8Opt = typer.Option(False, "--int8", help="Use the bundle's int8 encoder/decoder (export --int8).")
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
+
+
+class Decoding(str, enum.Enum):
+    """Values of ``--decoding`` (== ``escmvq.runtime.receiver.DECODINGS``; a test checks)."""
+    hard = "hard"
+    soft = "soft"
+
+
+def _decoding(value):
+    """typer parser of ``--decoding``: a bad value is one line on stderr and exit 2."""
+    if value is None or isinstance(value, Decoding):
+        return value
+    try:
+        return Decoding(str(value).strip().lower())
+    except ValueError:
+        fail(f"--decoding: expected one of {', '.join(d.value for d in Decoding)}, got {value!r}", 2)
+
+
+# default None = the runtime's escmvq.runtime.receiver.DEFAULT_DECODING (not imported here:
+# the CLI must start without numpy/scipy/onnxruntime)
+DecodingOpt = typer.Option(None, "--decoding", parser=_decoding, show_default=False,
+                           help="Receiver: hard (QAM decisions -> labels -> codewords) or soft (bit LLRs -> "
+                                "label posterior -> MMSE codeword). Default: the runtime's DEFAULT_DECODING.")
+
+
+def decoding_value(d) -> str:
+    """``--decoding`` (None: not given) -> the receiver's ``decoding`` string."""
+    if d is None:
+        from escmvq.runtime.receiver import DEFAULT_DECODING
+
+        return DEFAULT_DECODING
+    return Decoding(d).value
+
+
+def _default_output(image: Path, suffix: str) -> Path:
+    """The default output of tx/rx (no ``-o``): ``STEM + suffix`` in the current folder, stepping
+    to ``STEM-1 + suffix``, ... rather than overwriting (see :func:`_said_default_output`)."""
+    return fresh_path(Path(image.stem), suffix)
+
+
+def _said_default_output(image: Path, suffix: str, out: Path) -> None:
+    """After writing a default output: say on stderr where it went (and why not STEM + suffix)."""
+    import sys
+
+    first = Path(image.stem + suffix)
+    why = f"{first} exists, " if out != first else ""
+    print(f"note: no -o given: wrote {out.resolve()} ({why}-o PATH chooses the output)", file=sys.stderr)
+
+
+def _n_tiles(img, bundle) -> int:
+    from escmvq.runtime.images import tile_grid
+
+    rows, cols = tile_grid(img.shape[:2], bundle.tile_size)
+    return rows * cols
 
 
 def _channel(name: str) -> str:
@@ -47,17 +102,20 @@ def tx_cmd(
         from escmvq.runtime.link import transmit_image
         from escmvq.runtime.transmitter import Transmitter
 
-        out = output if output is not None else fresh_path(Path(image.stem), ".tx")
+        out = output if output is not None else _default_output(image, ".tx")
         check_output(out, force)
         img = load_image(image)
         tx = Transmitter(bundle, device=device, precision="int8" if int8 else "fp32")
         rng = np.random.default_rng(seed)
-        frame, _, _, _ = transmit_image(tx, img, snr_db, rng, channel, per_image)
+        with tile_progress(_n_tiles(img, tx.bundle), img.shape[0] * img.shape[1], "tx") as advance:
+            frame, _, _, _ = transmit_image(tx, img, snr_db, rng, channel, per_image, progress=advance)
         if received:
             from escmvq.runtime.link import through_channel
 
             frame, _ = through_channel(frame, rng)
         atomic_write_bytes(out, frame.to_bytes(), force)
+        if output is None:
+            _said_default_output(image, ".tx", out)
         print(f"wrote {out}: {'received' if received else 'transmitted'} samples, {frame.n_tiles} tiles x "
               f"{frame.n_symbols} channel uses, {channel}, SNR {snr_db:g} dB, "
               f"bundle {tx.bundle.hash_hex[:12]}")
@@ -68,7 +126,7 @@ def rx_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Decoded PNG (default: FRAME stem + .rx.png)."),
     reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Original image: print the PSNR."),
     bundle: Optional[Path] = BundleOpt, seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt,
-    force: bool = ForceOpt,
+    force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
 ):
     """Apply the channel (for a transmitted frame) and decode a .tx frame to a PNG."""
     with cli_errors():
@@ -84,7 +142,7 @@ def rx_cmd(
         from escmvq.runtime.link import receive_frame
         from escmvq.runtime.receiver import Receiver
 
-        out = output if output is not None else fresh_path(Path(frame_path.stem), ".rx.png")
+        out = output if output is not None else _default_output(frame_path, ".rx.png")
         check_output(out, force)
         if not frame_path.is_file():
             raise FrameError(f"{frame_path}: no such file")
@@ -94,12 +152,15 @@ def rx_cmd(
             frame = parse(frame_path.read_bytes())
         except FrameError as e:
             raise FrameError(f"{frame_path}: {e}") from None
-        rx = Receiver(bundle, device=device, precision="int8" if int8 else "fp32")
-        img, _, _ = receive_frame(rx, frame, np.random.default_rng(seed))
+        rx = Receiver(bundle, device=device, precision="int8" if int8 else "fp32", decoding=decoding_value(decoding))
+        with tile_progress(frame.n_tiles, frame.image_size[0] * frame.image_size[1], "rx") as advance:
+            img, _, _ = receive_frame(rx, frame, np.random.default_rng(seed), progress=advance)
         ref = load_image(reference) if reference is not None else None
         if ref is not None and ref.shape != img.shape:
             fail(f"--reference: {reference} is {ref.shape[1]}x{ref.shape[0]}, the frame holds {img.shape[1]}x{img.shape[0]}")
         atomic_write(out, lambda p: save_png(img, p), force)
+        if output is None:
+            _said_default_output(frame_path, ".rx.png", out)
         msg = f"wrote {out}: {img.shape[1]}x{img.shape[0]} from {frame.n_tiles} tiles"
         if ref is not None:
             msg += f", PSNR {psnr(ref, img):.2f} dB"
@@ -114,6 +175,12 @@ def link_cmd(
     bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt, force: bool = ForceOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH",
+                                        help="Also write a PNG figure of the link: received constellation, power per "
+                                             "symbol, codebooks / channel per tile, input and output (needs "
+                                             "matplotlib: pip install 'escmvq\\[plot]'; never overwritten without "
+                                             "--force)."),
+    decoding: Optional[Decoding] = DecodingOpt,
 ):
     """Transmitter, channel and receiver in one go: PSNR, channel uses, codebook use,
     per-stage latency, and a side-by-side PNG (input | output)."""
@@ -126,19 +193,41 @@ def link_cmd(
         limit_blas_threads(1)
 
         from escmvq.runtime.files import atomic_write, check_output
-        from escmvq.runtime.images import load_image, save_png, side_by_side
+        from escmvq.runtime.images import load_image, save_side_by_side_png
         from escmvq.runtime.link import STAGES, run_link
         from escmvq.runtime.receiver import Receiver
         from escmvq.runtime.transmitter import Transmitter
 
         out = output if output is not None else fresh_path(Path(image.stem + ".link"), ".png")
         check_output(out, force)
+        if plot is not None:  # refuse before any work: no matplotlib, a bad or existing path
+            from escmvq.runtime.linkplot import require_matplotlib
+
+            require_matplotlib()
+            if plot.suffix.lower() != ".png":
+                fail(f"--plot: {plot} is not a .png path", 2)
+            if plot.resolve() == out.resolve():
+                fail(f"--plot: {plot} is also the side-by-side output (-o)", 2)
+            check_output(plot, force)
         img = load_image(image)
         prec = "int8" if int8 else "fp32"
         tx = Transmitter(bundle, device=device, precision=prec)
-        rx = Receiver(tx.bundle, device=device, precision=prec)
-        rep = run_link(tx, rx, img, snr_db, np.random.default_rng(seed), channel, per_image)
-        atomic_write(out, lambda p: save_png(side_by_side(img, rep.image), p), force)
+        rx = Receiver(tx.bundle, device=device, precision=prec, decoding=decoding_value(decoding))
+        with tile_progress(_n_tiles(img, tx.bundle), img.shape[0] * img.shape[1], "link") as advance:
+            rep = run_link(tx, rx, img, snr_db, np.random.default_rng(seed), channel, per_image,
+                           capture=plot is not None, progress=advance)
+        png = None
+        if plot is not None:  # rendered before anything is written: a failure leaves no output at all
+            from escmvq.runtime.linkplot import render_link_plot
+
+            png = render_link_plot(rep.capture, img, rep.image, snr_db=snr_db, psnr_db=rep.psnr_db,
+                                   title=f"escmvq link: {image.name} ({img.shape[1]}x{img.shape[0]}), {channel} "
+                                         f"({'per image' if per_image else 'per tile'}), seed {seed}")
+        atomic_write(out, lambda p: save_side_by_side_png(img, rep.image, p), force)
+        if png is not None:
+            from escmvq.runtime.files import atomic_write_bytes
+
+            atomic_write_bytes(plot, png, force)
         b = tx.bundle
         summary = {
             "image": str(image), "size": [int(img.shape[1]), int(img.shape[0])], "snr_db": snr_db,
@@ -148,8 +237,10 @@ def link_cmd(
             "label_error_rate": rep.label_error_rate,
             "codebook_use": [round(float(u), 4) for u in rep.codebook_use],
             "latency_ms": {k: round(1e3 * rep.timings[k], 3) for k in (*STAGES, "end_to_end") if k in rep.timings},
-            "bundle": b.hash_hex, "output": str(out),
+            "bundle": b.hash_hex, "output": str(out), "receiver": rx.settings,
         }
+        if plot is not None:
+            summary["plot"] = str(plot)
         if as_json:
             print(json.dumps(summary, indent=1))
             return
@@ -166,8 +257,11 @@ def _print_link(s: dict) -> None:
     t.add_row("PSNR", f"[bold]{s['psnr_db']:.2f} dB[/]")
     t.add_row("channel uses", f"{s['channel_uses']:,} ({s['channel_uses_per_tile']} per tile, "
                               f"{s['bits_per_tile']} bits per tile)")
-    t.add_row("label errors", f"{100 * s['label_error_rate']:.2f}% of sub-vectors")
-    t.add_row("codebook use", "  ".join(f"{v + 1}: {100 * u:.1f}%" for v, u in enumerate(s["codebook_use"])))
+    t.add_row("label errors", f"{100 * s['label_error_rate']:.2f}% of the sent sub-vectors")
+    if s.get("receiver"):
+        t.add_row("receiver", ", ".join(f"{k} {v}" for k, v in s["receiver"].items() if v is not None))
+    t.add_row("codebook use", "  ".join(f"{v + 1}: {100 * u:.1f}%" for v, u in enumerate(s["codebook_use"]))
+              + f"  not sent: {100 * (1 - sum(s['codebook_use'])):.1f}%")
     con.print(t)
     lt = Table(title="latency per stage (whole image)")
     lt.add_column("stage")
@@ -177,6 +271,8 @@ def _print_link(s: dict) -> None:
         lt.add_row(k.replace("_", " "), f"{v:.2f}", f"{1e3 * v / s['tiles']:.1f}")
     con.print(lt)
     con.print(f"side by side (input | output): {s['output']}")
+    if s.get("plot"):
+        con.print(f"link plot: {s['plot']}")
 
 
 SocketOpt = typer.Option(None, "--socket", help="Unix socket path (default: a fresh one in the temp folder).")
@@ -186,8 +282,12 @@ def stream_rx_cmd(
     socket_path: Path = typer.Option(..., "--socket", help="Unix socket to listen on."),
     outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
     bundle: Optional[Path] = BundleOpt, seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt,
+    decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Receiver process: listen on a socket, apply the channel, decode each frame, write PNGs; one JSON line per image."""
+    """Receiver process: listen on a socket, apply the channel, decode each frame, write PNGs; one JSON line per image.
+
+    Serves one transmitter at a time (others wait their turn) and exits when a stream has ended and nobody waits.
+    Replaces only a stale socket at --socket; refuses a file, a folder or a socket a receiver answers on."""
     with cli_errors():
         from escmvq.runtime.stream import serve_receiver
         from escmvq.runtime.threads import limit_blas_threads
@@ -195,7 +295,7 @@ def stream_rx_cmd(
         limit_blas_threads(1)
         if not outdir.is_dir():
             fail(f"--outdir: {outdir} is not a folder")
-        serve_receiver(str(socket_path), bundle, outdir, seed, force, device)
+        serve_receiver(str(socket_path), bundle, outdir, seed, force, device, decoding=decoding_value(decoding))
 
 
 def stream_tx_cmd(
@@ -222,11 +322,12 @@ def stream_cmd(
     snr: str = typer.Option(..., "--snr", help="SNR in dB."),
     outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
     bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
-    seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt,
+    seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
 ):
     """Start a receiver process and stream IMAGES to it from this (transmitter) process."""
     snr_db, channel = parse_snr(snr), _channel(channel)
     with cli_errors():
+        import shutil
         import subprocess
         import sys
         import tempfile
@@ -237,18 +338,27 @@ def stream_cmd(
         limit_blas_threads(1)
         if not outdir.is_dir():
             fail(f"--outdir: {outdir} is not a folder")
-        sock = Path(tempfile.mkdtemp(prefix="escmvq-")) / "rx.sock"
-        cmd = [sys.executable, "-m", "escmvq.cli.main", "stream-rx", "--socket", str(sock), "--outdir", str(outdir),
-               "--seed", str(seed + 1), "--device", device] + (["--bundle", str(bundle)] if bundle else []) + \
-              (["--force"] if force else [])
-        rx = subprocess.Popen(cmd)
-        try:
-            recs = run_transmitter(str(sock), images, snr_db, bundle, seed, channel, per_image, device)
+        tmp = Path(tempfile.mkdtemp(prefix="escmvq-"))
+        rx = None
+        try:  # the temporary folder and socket go on every exit path (errors, Ctrl-C, SIGTERM)
+            sock = tmp / "rx.sock"
+            cmd = [sys.executable, "-m", "escmvq.cli.main", "stream-rx", "--socket", str(sock), "--outdir",
+                   str(outdir), "--seed", str(seed + 1), "--device", device, "--decoding", decoding_value(decoding)] + \
+                  (["--bundle", str(bundle)] if bundle else []) + \
+                  (["--force"] if force else [])
+            rx = subprocess.Popen(cmd)
+            recs = run_transmitter(str(sock), images, snr_db, bundle, seed, channel, per_image, device,
+                                   receiver_alive=lambda: rx.poll() is None)
             code = rx.wait(timeout=120)
         finally:
-            if rx.poll() is None:
-                rx.terminate()
-            sock.parent.rmdir() if sock.parent.exists() and not any(sock.parent.iterdir()) else None
+            if rx is not None and rx.poll() is None:
+                rx.terminate()  # SIGTERM: the receiver removes its socket
+                try:
+                    rx.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    rx.kill()
+                    rx.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
         if code != 0 or not all(r.get("ok") for r in recs):
             fail(f"stream: {sum(not r.get('ok') for r in recs)} of {len(recs)} images failed (receiver exit {code})")
 

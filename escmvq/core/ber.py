@@ -46,6 +46,8 @@ __all__ = [
     "power_for_ber",
     "ber_at_zero",
     "cho_yoon_coeffs",
+    "power_positions",
+    "position_power",
 ]
 
 _ORDERS = (2, 4, 6, 8)
@@ -254,6 +256,46 @@ class GrayQamExact(_ErfcSum):
         x = self._x_of_q(q, m)[..., None]
         per_axis = special.erfc(d * x) @ w.T  # [..., m/2]
         return np.repeat(per_axis, 2, axis=-1)
+
+
+class _GrayPosition(_ErfcSum):
+    """Exact BER of one per-axis bit position ``k`` (1 = sign bit) of Gray square QAM."""
+
+    _f0_exact = 0.5
+
+    def __init__(self, k: int):
+        self.k = int(k)
+        self.name = f"gray-position-{k}"
+
+    def _coeffs(self, m):
+        w, d = cho_yoon_coeffs(m)
+        return w[min(self.k, m // 2) - 1], d
+
+
+@lru_cache(maxsize=None)
+def _position_models() -> tuple:
+    return tuple(_GrayPosition(k) for k in range(1, 5))
+
+
+def power_positions(mu: np.ndarray, m: int) -> np.ndarray:
+    """Least symbol SNR ``q`` at which EVERY bit meets its own target on its own position.
+
+    mu : [n, m] float64 in (0, 0.5], column ``j`` the target of symbol bit ``b[j]`` (per-axis
+    position ``j//2 + 1`` in ``escmvq.core.qam``'s layout); m : int in {2,4,6,8}.
+    Returns ``[n]`` float64 ``max_j q_j`` with ``q_j`` the exact per-position inverse
+    (Cho & Yoon 2002): no averaging over positions as in (33)/(46).
+    """
+    mu = np.asarray(mu, np.float64)
+    if m not in _ORDERS or mu.ndim != 2 or mu.shape[1] != m:
+        raise ValueError(f"mu: expected [n, {m}] for m in {_ORDERS}, got shape {mu.shape}")
+    q = np.stack([position_power(mu[:, j], m, j) for j in range(m)], axis=1)
+    return q.max(axis=1) if q.size else np.zeros(mu.shape[0])
+
+
+def position_power(mu: np.ndarray, m: int, j: int) -> np.ndarray:
+    """Least symbol SNR ``q`` at which symbol bit ``b[j]`` of ``2^m``-QAM has exact Gray BER
+    <= ``mu`` (per-axis position ``j//2 + 1``). mu : [...] float64 in (0, 0.5]. Returns [...]."""
+    return _position_models()[j // 2].power(mu, m)
 
 
 EQ33 = Eq33()

@@ -31,6 +31,7 @@ __all__ = [
     "expected_distortion",
     "distortion_table",
     "bsc",
+    "flip_cost",
 ]
 
 
@@ -158,3 +159,22 @@ def bsc(bits: np.ndarray, mu: np.ndarray, rng: np.random.Generator) -> np.ndarra
     """
     flips = rng.random(np.shape(bits)) < mu
     return (np.asarray(bits, dtype=np.uint8) ^ flips.astype(np.uint8))
+
+
+def flip_cost(codebooks: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """What flipping each label bit costs: ``F[v, i, j] = sum_k P(k) ||c_k - c_(k xor e_j)||^2``.
+
+    codebooks : [V, K=2**B, D]; prior : None (uniform) or [V, N, K] label probabilities per
+    sub-vector position. Returns [V, N, B] float64 (N = 1 when ``prior`` is None); bit ``j``
+    is the label's bit j, MSB first (``e_j = 1 << (B-1-j)``).
+    """
+    cb = np.asarray(codebooks, np.float64)
+    V, K, _ = cb.shape
+    B = int(K).bit_length() - 1
+    if K != 1 << B:
+        raise ValueError(f"codebooks: K = {K} is not a power of 2")
+    k = np.arange(K)
+    sq = np.stack([((cb - cb[:, k ^ (1 << (B - 1 - j))]) ** 2).sum(-1) for j in range(B)], axis=-1)  # [V, K, B]
+    if prior is None:
+        return sq.mean(1)[:, None, :]
+    return np.einsum("vnk,vkb->vnb", np.asarray(prior, np.float64), sq)

@@ -11,8 +11,11 @@ Conventions (shared by transmitter and receiver; change only together):
 - PAM levels are ``+-1, +-3, ...`` scaled by ``1/sqrt(2*(M-1)/3)`` so that
   ``E|s|^2 = 1`` over equiprobable bits; neighbouring constellation points (one
   level apart on one axis) differ in exactly one bit.
-- Max-log LLRs are ``log P(b=0|y) - log P(b=1|y)`` (positive = bit 0 more likely)
-  for ``y = s + n``, ``n ~ CN(0, noise_var)``.
+- LLRs are ``log P(b=0|y) - log P(b=1|y)`` (positive = bit 0 more likely) for
+  ``y = s + n``, ``n ~ CN(0, noise_var)`` and equiprobable points: exact (a log-sum-exp
+  over the points) or max-log (the largest term of each sum), :func:`demap_llr`'s ``mode``.
+  Both are computed per axis: the I and Q noises are independent and every bit lives on
+  one axis, so the other axis's factor cancels between numerator and denominator.
 
 The tables are pure functions of ``m`` (:func:`constellation`, :func:`pam_labels`);
 frame helpers (:func:`map_frame`, :func:`demap_frame`, :func:`demap_frame_llr`)
@@ -32,6 +35,7 @@ __all__ = [
     "map_bits",
     "demap_hard",
     "demap_llr",
+    "LLR_MODES",
     "frame_slices",
     "map_frame",
     "demap_frame",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 ORDERS = (2, 4, 6, 8)
+LLR_MODES = ("exact", "maxlog")
 
 
 def _check_order(m) -> int:
@@ -170,29 +175,90 @@ def _axis_llr(x: np.ndarray, m: int) -> np.ndarray:
     return out
 
 
-def demap_llr(y: np.ndarray, m: int, noise_var) -> np.ndarray:
-    """Max-log LLRs (positive = bit 0 more likely).
+@lru_cache(maxsize=None)
+def _bit_masks(m: int) -> np.ndarray:
+    """``[2**(m/2), m]`` float64: column ``t`` marks the PAM levels whose axis bit ``t`` is 0,
+    column ``m/2 + t`` those whose bit ``t`` is 1. Read-only."""
+    labels = _pam(m)[0].astype(np.float64)
+    out = np.ascontiguousarray(np.concatenate([1.0 - labels, labels], axis=1))
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _bit_sets(m: int) -> np.ndarray:
+    """``[m, 2**(m/2) / 2]`` int64: row ``t`` the PAM levels whose axis bit ``t`` is 0, row
+    ``m/2 + t`` those whose bit ``t`` is 1 (the columns of :func:`_bit_masks` as indices)."""
+    masks = _bit_masks(m)
+    return np.stack([np.flatnonzero(masks[:, c]) for c in range(m)])
+
+
+def _log_subset_sums(a: np.ndarray, m: int) -> np.ndarray:
+    """``log sum_{l in S_c} exp(a_l)`` for the :func:`_bit_sets` ``S_c``, each subset relative
+    to its own largest term: exact whatever the spread. ``a [n, n_lev]`` -> ``[n, m]``."""
+    g = a[:, _bit_sets(m)]  # [n, m, n_lev / 2]
+    mx = g.max(axis=-1)
+    return mx + np.log(np.exp(g - mx[..., None]).sum(axis=-1))
+
+
+def _axis_llr_exact(x: np.ndarray, m: int, nv: np.ndarray) -> np.ndarray:
+    """Exact LLRs of one axis: ``x [...]`` real, ``nv [...]`` complex noise variance (> 0;
+    ``inf`` gives 0) -> ``[..., m/2]`` float64 = LSE_{b=0}(-d^2/nv) - LSE_{b=1}(-d^2/nv).
+
+    Fast path: every term relative to the largest one (the nearest level's), clamped at
+    ``exp(-700)`` (no overflow, no subnormals), summed per subset by one small matrix
+    product. A subset whose sum falls below ``exp(-600)`` of the largest term (an LLR beyond
+    ~600, where the clamp could matter) is recomputed relative to its own largest term.
+    """
+    _, levels, _ = _pam(m)
+    a = x[..., None] - levels  # [..., n_lev]
+    a *= a
+    near = x - levels[_axis_index(x, m)]  # the largest term is the nearest level's
+    np.subtract((near * near)[..., None], a, out=a)
+    a /= nv[..., None]  # -(d^2 - d_min^2) / nv <= 0
+    e = np.maximum(a, -700.0)
+    np.exp(e, out=e)
+    s = np.log(e @ _bit_masks(m))  # [..., m]: log-sums over the b_t = 0 levels, then the b_t = 1 levels
+    if (s < -600.0).any():
+        far = (s < -600.0).any(axis=-1)
+        s[far] = _log_subset_sums(a[far], m)
+    k = m // 2
+    return s[..., :k] - s[..., k:]
+
+
+def demap_llr(y: np.ndarray, m: int, noise_var, mode: str = "maxlog") -> np.ndarray:
+    """Per-bit LLRs (positive = bit 0 more likely).
 
     y : [...] complex (equalised ``y = s + n``, ``n ~ CN(0, noise_var)``).
     m : int in {2, 4, 6, 8}.
     noise_var : float > 0 or array broadcastable to ``y.shape`` (e.g. ``1/(gamma*p_t)``);
         ``inf`` (a symbol sent with zero power) gives LLR 0.
+    mode : "maxlog" (default: the nearest point of each bit value) or "exact" (log-sum-exp
+        over all points of each bit value; equal to max-log for m = 2).
     Returns ``[..., m]`` float32.
     """
     m = _check_order(m)
+    if mode not in LLR_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(LLR_MODES)}, got {mode!r}")
     y = np.asarray(y)
     nv = np.asarray(noise_var, dtype=np.float64)
-    if np.any(np.isnan(nv)) or np.any(nv <= 0):
+    if not (nv > 0).all():  # NaN compares False too
         raise ValueError("noise_var: expected values > 0 (inf allowed), got NaN or <= 0")
-    try:
-        nv = np.broadcast_to(nv, y.shape)
-    except ValueError:
-        raise ValueError(f"noise_var: shape {nv.shape} does not broadcast to y's shape {y.shape}") from None
+    if nv.shape != y.shape:
+        try:
+            nv = np.broadcast_to(nv, y.shape)
+        except ValueError:
+            raise ValueError(f"noise_var: shape {nv.shape} does not broadcast to y's shape {y.shape}") from None
     yr = y.real.astype(np.float64)
     yi = y.imag.astype(np.float64)
     out = np.empty(y.shape + (m,), np.float32)
-    out[..., 0::2] = _axis_llr(yr, m) / nv[..., None]
-    out[..., 1::2] = _axis_llr(yi, m) / nv[..., None]
+    if mode == "maxlog" or m == 2:  # one level per bit value: exact == max-log
+        out[..., 0::2] = _axis_llr(yr, m) / nv[..., None]
+        out[..., 1::2] = _axis_llr(yi, m) / nv[..., None]
+        return out
+    # both axes in one pass: [..., 2 (I, Q), m/2] -> bits b_{2t + axis}; nv = inf: every term -0, LLR 0
+    llr = _axis_llr_exact(np.stack([yr, yi], axis=-1), m, np.broadcast_to(nv[..., None], y.shape + (2,)))
+    out[...] = np.swapaxes(llr, -1, -2).reshape(out.shape)
     return out
 
 
@@ -283,8 +349,9 @@ def demap_frame(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray) -> np.
     return out
 
 
-def demap_frame_llr(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray, noise_var) -> np.ndarray:
-    """Max-log LLRs of a frame.
+def demap_frame_llr(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray, noise_var,
+                    mode: str = "maxlog") -> np.ndarray:
+    """LLRs of a frame (max-log by default; ``mode="exact"``: see :func:`demap_llr`).
 
     y : [batch, T] complex (equalised); noise_var : float or [batch, T] / [T] effective noise
     variance per symbol after equalisation (``1/(gamma*p_t)``).
@@ -294,7 +361,7 @@ def demap_frame_llr(y: np.ndarray, orders: np.ndarray, bit_order: np.ndarray, no
     nv = np.broadcast_to(np.asarray(noise_var, np.float64), y.shape)
     perm = np.empty((y.shape[0], bit_order.size), np.float32)
     for m, t_idx, pos in frame_slices(orders):
-        perm[:, pos] = demap_llr(y[:, t_idx], m, nv[:, t_idx])
+        perm[:, pos] = demap_llr(y[:, t_idx], m, nv[:, t_idx], mode)
     out = np.empty_like(perm)
     out[:, bit_order] = perm
     return out

@@ -4,7 +4,9 @@ Everything runs on the torch-free runtime: the bundle's ONNX encoder and decoder
 ONNX Runtime, the allocator's plan derived on *both* sides from ``(P_tot, gamma)``
 (transmitter: :class:`~escmvq.runtime.alloc_adapter.PlanCache`; receiver: its own
 :class:`~escmvq.runtime.receiver.Receiver` with its own cache), real Gray-QAM symbols,
-real complex Gaussian noise, perfect-CSI equalisation and hard decisions.
+real complex Gaussian noise, perfect-CSI equalisation and the receiver's demodulation: hard
+decisions or soft decoding (bit LLRs -> label posterior -> MMSE codeword), one setting for
+every learned method of a sweep (``receiver``, recorded in each result's ``info``).
 
 Per batch of images the encoder runs once (its output does not depend on the SNR or the
 method); the transmitter's remaining stages (plan, codebook search, bits, QAM, power) are
@@ -90,7 +92,8 @@ def noise_rng(seed: int, r: int, start: int) -> np.random.Generator:
 def allocator_for(bundle, method: str):
     """The allocator of ``method`` ("jcamp" | "jcap") for ``bundle``: the bundle's own
     precomputed one when it matches, else rebuilt from the bundle's tables (``mu [V, N, B]``,
-    ``distortion [V, N]``) with the bundle's rate, variant and m_max (JCAP: ~0.05 s)."""
+    ``distortion [V, N]``) with the bundle's rate, variant, m_max and, where the bundle's
+    allocator has them, its erasure states and position-aware layout (JCAP: ~0.5 s)."""
     from escmvq.runtime.alloc_adapter import make_allocator
 
     if method not in ESC_METHODS:
@@ -98,8 +101,15 @@ def allocator_for(bundle, method: str):
     spec = bundle.model.get("allocator", {})
     if spec.get("method") == method:
         return bundle.allocator
+    extra = {}
+    if spec.get("erasures") and bundle.erasure_distortion is not None:  # same erasure states and floor
+        extra.update(erasure_distortion=bundle.erasure_distortion, erasure_floor=spec.get("erasure_floor"))
+    if spec.get("positions"):
+        from escmvq.core.pvq import flip_cost
+
+        extra.update(positions=True, flip_cost=flip_cost(bundle.codebooks, bundle.label_prior))
     return make_allocator(bundle.distortion, bundle.mu, rate=bundle.rate, method=method,
-                          variant=spec.get("variant", "exact"), m_max=int(bundle.model.get("m_max", 8)))
+                          variant=spec.get("variant", "exact"), m_max=int(bundle.model.get("m_max", 8)), **extra)
 
 
 def send_latent(bundle, plans, search: np.ndarray, zs: np.ndarray, p_tot: float, h: np.ndarray,
@@ -118,16 +128,31 @@ def send_latent(bundle, plans, search: np.ndarray, zs: np.ndarray, p_tot: float,
     return send_subvectors(zs, bundle.codebooks, search, plans, int(bundle.model["B"]), p_tot, h, noise_var)
 
 
+_RX_KEYS = ("decoding", "soft_estimate", "llr", "prior")
+
+
+def _rx_kwargs(receiver: dict | None) -> dict:
+    """Validated Receiver keyword arguments from a ``receiver`` setting (None: defaults)."""
+    receiver = dict(receiver or {})
+    bad = sorted(set(receiver) - set(_RX_KEYS))
+    if bad:
+        raise ValueError(f"receiver: unknown setting(s) {', '.join(bad)} (expected {', '.join(_RX_KEYS)})")
+    return receiver
+
+
 class EscLink:
     """One ESC-MVQ method (JCAMP or JCAP) of a bundle: transmitter-side plan cache and a
     receiver with its own plan cache (the two sides derive their plans independently).
 
     bundle : a loaded bundle; method : "jcamp" | "jcap"; threads : ONNX Runtime intra-op
     threads of the decoder (None = its default); allocator : an allocator to use instead
-    of :func:`allocator_for`'s (both sides share the object, as in the runtime).
+    of :func:`allocator_for`'s (both sides share the object, as in the runtime);
+    receiver : keyword arguments of :class:`~escmvq.runtime.receiver.Receiver`'s decoding
+    (``decoding``, ``soft_estimate``, ``llr``, ``prior``; None = the runtime's defaults).
     """
 
-    def __init__(self, bundle, method: str, threads: int | None = None, allocator=None):
+    def __init__(self, bundle, method: str, threads: int | None = None, allocator=None,
+                 receiver: dict | None = None):
         from escmvq.runtime.alloc_adapter import PlanCache
         from escmvq.runtime.quantize import search_matrices
         from escmvq.runtime.receiver import Receiver
@@ -136,7 +161,7 @@ class EscLink:
         alloc = allocator if allocator is not None else allocator_for(bundle, method)
         self.tx_plans = PlanCache(alloc, n_symbols=bundle.n_symbols, n_bits=bundle.n_bits)
         # the receiver derives its own plans (footnote 2) with this method's allocator
-        self.rx = Receiver(bundle, threads=threads, allocator=alloc)
+        self.rx = Receiver(bundle, threads=threads, allocator=alloc, **_rx_kwargs(receiver))
         self.search = search_matrices(bundle.codebooks)
 
     def run(self, zs: np.ndarray, h: np.ndarray, p_tot: float, rng: np.random.Generator | None,
@@ -144,7 +169,7 @@ class EscLink:
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sub-vectors ``zs [b, N, D]`` through plan, QAM, channel ``y = h x + n`` (noise drawn
         from ``rng`` by the runtime's channel, or the given ``noise [b, T]`` complex),
-        equalisation, hard decisions and the decoder.
+        equalisation, the receiver's (hard or soft) demodulation and the decoder.
 
         Returns (reconstruction ``[b, th, tw, 3]`` uint8, codebooks ``[b, N]``, labels sent
         ``[b, N]``, labels received ``[b, N]``).
@@ -193,8 +218,8 @@ class MethodResult:
 
 def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: str = "rayleigh",
               realizations: int = 1, seed: int = 0, batch: int = 256, noise_var: float = 1.0,
-              keep: int = 0, threads: int | None = None, progress=None, links: dict | None = None
-              ) -> dict[str, MethodResult]:
+              keep: int = 0, threads: int | None = None, progress=None, links: dict | None = None,
+              receiver: dict | None = None) -> dict[str, MethodResult]:
     """PSNR-vs-SNR of a bundle with each method in ``methods``.
 
     bundle : a :class:`~escmvq.runtime.bundle.Bundle` (or a path);
@@ -203,7 +228,9 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
     channel : "awgn" | "rayleigh"; realizations : int >= 1 (fading + noise draws per image);
     seed : int; batch : images per runtime batch; keep : reconstructions of the first
     ``keep`` images to return (``MethodResult.samples``); progress : callable(int) told the
-    number of image-realisations done per method and SNR; links : ``{method: EscLink}`` to reuse.
+    number of image-realisations done per method and SNR; links : ``{method: EscLink}`` to reuse
+    (their receivers must have the ``receiver`` setting); receiver : the receiver setting of
+    every method (:class:`EscLink`), recorded as ``info["receiver"]``.
 
     Returns ``{method: MethodResult}`` with, per SNR, the label error rate, the fraction of
     sub-vectors on each codebook ``[V]`` and the mean assigned codebook per sub-vector
@@ -241,8 +268,9 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
     for m in methods:
         if m not in links:
             t0 = time.perf_counter()
-            links[m] = EscLink(bundle, m, threads=threads)
+            links[m] = EscLink(bundle, m, threads=threads, receiver=receiver)
             t_setup[m] = time.perf_counter() - t0
+    _same_receiver([links[m].rx for m in methods], receiver)
     psnr = {m: np.zeros((S, n)) for m in methods}
     label_err = {m: np.zeros(S) for m in methods}
     cb_sum = {m: np.zeros((S, N)) for m in methods}
@@ -264,7 +292,7 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
                     t0 = time.perf_counter()
                     rec, cbs, sent, got = links[m].run(zs, h, p_tot, noise_rng(seed, r, start), noise_var)
                     psnr[m][si, start:start + b] += psnr_batch(imgs, rec) / K
-                    label_err[m][si] += float(np.count_nonzero(sent != got))
+                    label_err[m][si] += float(np.count_nonzero((sent != got) & (cbs < V)))  # sent ones only
                     cb_sum[m][si] += cbs.sum(0)
                     cb_use[m][si] += np.bincount(cbs.ravel(), minlength=V)[:V]
                     if r == 0 and start < k_keep:
@@ -278,7 +306,7 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
         res = MethodResult(
             name=m, psnr=psnr[m], samples=samples[m] if k_keep else None,
             seconds=secs[m] + t_enc / len(methods),
-            info={"pairs": 1, "kind": "esc-mvq", "allocator": m},
+            info={"pairs": 1, "kind": "esc-mvq", "allocator": m, "receiver": links[m].rx.settings},
             extra={
                 "label_error_rate": (label_err[m] / (denom * N)).tolist(),
                 "codebook_use": (cb_use[m] / (denom * N)).tolist(),
@@ -294,7 +322,8 @@ class PairSet:
     baselines (ESC-SVQ per SNR level, BSC+VQ, BSC+SQ, BlindSC) need.
 
     bundles : K bundles (or paths); method : allocator of every pair ("jcap": fixed
-    modulation R, the baselines' setting); threads : ONNX Runtime threads.
+    modulation R, the baselines' setting); threads : ONNX Runtime threads; receiver : the
+    receiver setting of every pair (as :class:`EscLink`).
 
     Selection rule (per image: each has its own ``gamma``): pairs are ordered by the mean
     bit-flip probability of their first codebook, ascending (most fragile, best clean
@@ -304,7 +333,8 @@ class PairSet:
     the same rule to the same ``(P_tot, gamma)``.
     """
 
-    def __init__(self, bundles, method: str = "jcap", threads: int | None = None, names=None):
+    def __init__(self, bundles, method: str = "jcap", threads: int | None = None, names=None,
+                 receiver: dict | None = None):
         from escmvq.runtime.bundle import Bundle, load_bundle
         from escmvq.runtime.transmitter import Transmitter
 
@@ -317,7 +347,7 @@ class PairSet:
         order = np.argsort([float(b.mu[0].mean()) for b in bs], kind="stable")
         self.bundles = [bs[i] for i in order]
         self.names = [str((names or [b.path.stem for b in bs])[i]) for i in order]
-        self.links = [EscLink(b, method, threads=threads) for b in self.bundles]
+        self.links = [EscLink(b, method, threads=threads, receiver=receiver) for b in self.bundles]
         self.tx = [Transmitter(b, threads=threads) for b in self.bundles]
         self.costs = np.array([float(lk.tx_plans.allocator.thresholds[0]) for lk in self.links])
 
@@ -335,6 +365,26 @@ class PairSet:
         """``gamma [b]`` float64 -> pair index ``[b]`` (into the sorted :attr:`bundles`)."""
         ok = self.costs[None, :] <= p_tot * np.asarray(gamma, np.float64)[:, None]  # [b, K]
         return np.where(ok.any(1), ok.argmax(1), len(self.bundles) - 1)
+
+
+def _same_receiver(receivers, receiver: dict | None) -> None:
+    """Refuse reused links whose receivers do not have the requested setting."""
+    from escmvq.runtime.receiver import receiver_settings
+
+    want = receiver_settings(**_rx_kwargs(receiver))
+    for rx in receivers:
+        if rx.requested != want:
+            raise ValueError(f"links: a reused receiver has setting {rx.requested}, the sweep asks for {want}")
+
+
+def _pair_receivers(pairs: "PairSet") -> dict:
+    """``{"receiver": settings}``, plus ``receiver_per_pair`` when the pairs' effective settings
+    differ (e.g. one bundle has a label prior and another has none)."""
+    per = [lk.rx.settings for lk in pairs.links]
+    out = {"receiver": per[0]}
+    if any(p != per[0] for p in per):
+        out["receiver_per_pair"] = per
+    return out
 
 
 def sweep_pairs(pairs: PairSet, images: np.ndarray, snrs, channel: str = "rayleigh", realizations: int = 1,
@@ -394,6 +444,6 @@ def sweep_pairs(pairs: PairSet, images: np.ndarray, snrs, channel: str = "raylei
     return MethodResult(
         name=name, psnr=psnr, samples=samples if k_keep else None, seconds=time.perf_counter() - t0,
         info={"pairs": P, "kind": "pair-set", "pair_names": pairs.names, "parameter_bytes": pairs.parameter_bytes,
-              "pair_costs_per_unit_gamma": pairs.costs.tolist()},
+              "pair_costs_per_unit_gamma": pairs.costs.tolist(), **_pair_receivers(pairs)},
         extra={"label_error_rate": (lerr / (tot * N)).tolist(), "pair_use": (use / tot).tolist()},
     )

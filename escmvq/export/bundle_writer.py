@@ -13,9 +13,12 @@ from escmvq.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, manifest_has
 __all__ = ["write_tables", "write_allocator", "library_versions", "write_manifest"]
 
 
-def write_tables(folder: Path, codebooks: np.ndarray, mu: np.ndarray, distortion: np.ndarray) -> None:
+def write_tables(folder: Path, codebooks: np.ndarray, mu: np.ndarray, distortion: np.ndarray,
+                 stats: dict | None = None) -> None:
+    """tables.npz; ``stats``: :func:`escmvq.export.stats.latent_statistics`'s tables (optional)."""
+    extra = {} if stats is None else {k: np.asarray(stats[k]) for k in ("label_prior", "latent_mean", "erasure_distortion")}
     np.savez(folder / "tables.npz", codebooks=np.asarray(codebooks, np.float32), mu=np.asarray(mu, np.float32),
-             distortion=np.asarray(distortion, np.float64))
+             distortion=np.asarray(distortion, np.float64), **extra)
 
 
 def write_allocator(folder: Path, state: dict) -> None:

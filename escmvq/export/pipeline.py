@@ -42,7 +42,13 @@ def _psnr01(a, b) -> float:
 def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str | Path, *, n_calib: int = 256,
                       n_check: int = 64, rate: int = 4, method: str = "jcamp", variant: str = "exact",
                       m_max: int = 8, int8: bool = False, trt: bool = False, force: bool = False, seed: int = 0,
-                      opset: int = MAX_OPSET, log=_log) -> ExportResult:
+                      opset: int = MAX_OPSET, stats_source: str | Path | None = None, n_stats: int = 10000,
+                      erasures: bool = True, positions: bool = False, log=_log) -> ExportResult:
+    """``stats_source``: training images (same formats as ``calib_source``) for the label prior,
+    the erasure substitute and its distortion (:mod:`escmvq.export.stats`); None: none (the
+    bundle then has no prior and no erasure states). ``erasures``: give the exact allocator
+    its "not sent" states (needs ``stats_source``). ``positions``: the per-position power
+    model and the flip-cost bit layout (exact variant; see ``Allocator``)."""
     import torch
 
     from escmvq.core import pvq
@@ -112,12 +118,39 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         }
         log(f"exported ONNX (opset {onnx_info['encoder.onnx']['opset']}, dynamic batch/height/width)")
 
-        alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max)
-        bw.write_tables(tmp, codebooks, mu, distortion)
-        bw.write_allocator(tmp, alloc.state())
-
         enc_sess = make_session(tmp / "encoder.onnx")
         dec_sess = make_session(tmp / "decoder.onnx")
+        stats, stats_info, zs_stats = None, None, None
+        if stats_source is not None:
+            from escmvq.export.stats import encode_latents, latent_statistics
+
+            tiles = load_calibration(stats_source, (th, tw), n_stats, np.random.default_rng(seed + 1))
+            zs_stats = encode_latents(enc_sess, tiles)
+            stats = latent_statistics(zs_stats, codebooks)
+            stats_info = {"source": Path(stats_source).name, "images": stats["n_images"]}
+            log(f"training-set statistics (label prior, substitute, erasure distortion) from {len(tiles)} tiles")
+        elif erasures and variant == "exact":
+            log("no --stats images: the bundle gets no label prior and no erasure states")
+        alloc_kw, pos_kw = {}, {}
+        if positions and variant == "exact":
+            pos_kw = {"positions": True, "flip_cost": pvq.flip_cost(codebooks, None if stats is None else stats["label_prior"])}
+            alloc_kw["positions"] = True
+        if erasures and variant == "exact" and stats is not None:
+            from escmvq.core.alloc.erasures import choose_erasure_floor
+
+            de = stats["erasure_distortion"]
+            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max,
+                                   erasure_distortion=de, **pos_kw)
+            floor, rows = choose_erasure_floor(alloc, zs_stats[:1000], codebooks, stats["latent_mean"])
+            alloc_kw.update({"erasures": True, "erasure_floor": floor, "erasure_floor_grid": rows})
+            log(f"erasure floor: keep all sub-vectors (scaled) from P_tot*gamma = {floor:.4g} "
+                f"(cheapest all-sent state {alloc.prefix_cost_range()[1]:.4g})")
+            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max,
+                                   erasure_distortion=de, erasure_floor=floor, **pos_kw)
+        else:
+            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max, **pos_kw)
+        bw.write_tables(tmp, codebooks, mu, distortion, stats)
+        bw.write_allocator(tmp, alloc.state())
         rows = self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, check, codebooks)
 
         int8_info = None
@@ -153,7 +186,8 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
             "model": {
                 "tile_size": [th, tw], "latent_shape": [D, h, w], "V": V, "K": K, "D": D, "N": N, "B": B,
                 "rate": rate, "T": T, "L": N * B, "m_max": m_max,
-                "allocator": {"method": method, "variant": variant},
+                "allocator": {"method": method, "variant": variant, **alloc_kw},
+                "statistics": stats_info,
                 "normalisation": {"mean": mean, "std": std, "folded_into_onnx": True},
                 "codebook_order": "index 0 = lowest mu",
                 "quantizer": "numpy float32, ||z||^2 - 2 z.c + ||c||^2, argmin (ties to the lowest index)",

@@ -28,9 +28,12 @@ def _allocator_cls():
     return Allocator
 
 
-def make_allocator(distortion, mu, rate: int, method: str, variant: str, m_max: int = 8):
+def make_allocator(distortion, mu, rate: int, method: str, variant: str, m_max: int = 8, erasure_distortion=None,
+                   erasure_floor=None, flip_cost=None, positions: bool = False):
+    """An ``Allocator`` (see its docstring for the erasure and position-aware options)."""
     Allocator = _allocator_cls()
-    kw = dict(rate=rate, method=method, variant=variant)
+    kw = dict(rate=rate, method=method, variant=variant, erasure_distortion=erasure_distortion,
+              erasure_floor=erasure_floor, flip_cost=flip_cost, positions=positions)
     if method == "jcamp":
         kw["m_max"] = m_max
     return Allocator(np.asarray(distortion, np.float64), np.asarray(mu, np.float64), **kw)
@@ -66,7 +69,10 @@ class PlanCache:
             plan = Plan(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
                         np.asarray(p.powers, np.float64), np.asarray(p.bit_order, np.int64))
             T, L, pmin = plan.orders.size, int(plan.orders.sum()), float(plan.powers.min())
-            if (self.n_symbols is not None and T != self.n_symbols) or (self.n_bits is not None and L != self.n_bits) \
+            # with erasures a plan sends fewer than L bits (the rest belong to sub-vectors not sent)
+            want_L = self.n_bits if p.sent_bits is None else p.sent_bits
+            if (self.n_symbols is not None and T != self.n_symbols) or (self.n_bits is not None and L != want_L) \
+                    or (self.n_bits is not None and plan.bit_order.size != self.n_bits) \
                     or not pmin >= 0 or not math.isfinite(float(plan.powers.sum())):
                 raise ValueError(f"allocator plan for P_tot={key[0]:g}, gamma={key[1]:g} has {T} symbols carrying {L} bits"
                                  f" (min power {pmin:g}); the link needs exactly T={self.n_symbols} symbols,"

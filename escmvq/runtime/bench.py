@@ -17,7 +17,7 @@ import numpy as np
 
 from escmvq.runtime.link import STAGES, apply_channel, draw_h
 
-__all__ = ["detect_jetson", "environment", "run_bench", "stats", "BENCH_STAGES"]
+__all__ = ["detect_jetson", "environment", "run_bench", "compare_receivers", "stats", "BENCH_STAGES"]
 
 BENCH_STAGES = (*STAGES, "end_to_end")
 _DT_MODEL = Path("/proc/device-tree/model")
@@ -101,10 +101,38 @@ def _peak_rss_mb() -> float:
 
 def run_bench(tx, rx, tiles: np.ndarray, batch: int, snr_db: float, rng: np.random.Generator, iters: int,
               warmup: int, channel: str = "rayleigh", log=lambda m: None) -> dict:
-    """Time every stage over ``iters`` runs of a batch (fresh channel draw each run)."""
+    """Time every stage over ``iters`` runs of a batch (fresh channel draw each run):
+    :func:`compare_receivers` with one receiver. ``radio_share_of_throughput`` is the median
+    over runs of (encode + decode time) / (end-to-end time) of the *same* run, robust to load
+    drifting between runs on a shared machine; the ratio of the two medians is recorded too."""
+    one = compare_receivers(tx, {"rx": rx}, tiles, batch, snr_db, rng, iters, warmup, channel)["receivers"]["rx"]
+    out = one["stages"]
+    return {"batch": batch, "stages": out, "peak_rss_mb": _peak_rss_mb(),
+            "radio_share_of_throughput": one["radio_share_of_throughput"],
+            "ratio_of_median_throughputs": out["end_to_end"]["throughput_per_s"] / out["encode+decode"]["throughput_per_s"]}
+
+
+def compare_receivers(tx, rxs: dict, tiles: np.ndarray, batch: int, snr_db: float, rng: np.random.Generator,
+                      iters: int, warmup: int, channel: str = "rayleigh") -> dict:
+    """Paired timing of several receivers (e.g. hard and soft decoding) on the same transmissions.
+
+    tx : Transmitter; rxs : ``{name: Receiver}`` (the first is the reference of the ratios);
+    tiles : ``[n, 3, th, tw]`` float32; batch, iters, warmup : ints; rng : np.random.Generator.
+    Each run transmits once (fresh fading), applies the channel once, then every receiver
+    decodes the same samples, in an order rotated from run to run; a receiver's end-to-end
+    time is transmit + channel + its own receive. Pairing the runs keeps load drifting on a
+    shared machine out of the ratios.
+
+    Returns ``{"batch", "receivers": {name: {"settings", "stages", "radio_share_of_throughput"}},
+    "vs_<first>": {name: {"e2e_median_ms_added", "e2e_median_ratio", "throughput_ratio",
+    "paired_added_ms_median"}}}`` (the last: median over runs of the difference of the same run);
+    ``radio_share_of_throughput`` is as :func:`run_bench`'s (median over runs of
+    (encode + decode) / end-to-end).
+    """
+    names = list(rxs)
     reps = -(-batch // len(tiles))
     x = np.ascontiguousarray(np.concatenate([tiles] * reps)[:batch])
-    per: dict[str, list[float]] = {k: [] for k in BENCH_STAGES}
+    per = {k: {s: [] for s in BENCH_STAGES} for k in names}
     for i in range(warmup + iters):
         h = draw_h(rng, batch, channel)
         t0 = time.perf_counter()
@@ -112,19 +140,29 @@ def run_bench(tx, rx, tiles: np.ndarray, batch: int, snr_db: float, rng: np.rand
         t1 = time.perf_counter()
         y = apply_channel(r.samples, r.h, rng, r.noise_var)
         t2 = time.perf_counter()
-        o = rx.receive(y, r.h, r.p_tot, r.noise_var)
-        t3 = time.perf_counter()
-        if i < warmup:
-            continue
-        for k, v in {**r.timings, **o.timings, "channel": t2 - t1, "end_to_end": t3 - t0}.items():
-            per[k].append(v)
-    out = {k: stats(v, batch) for k, v in per.items() if v}
-    # encoder + decoder alone (what the radio side must not slow down by more than 30%)
-    nets = [a + b for a, b in zip(per["encode"], per["decode"])]
-    out["encode+decode"] = stats(nets, batch)
-    # link throughput as a share of the networks' throughput: the median over runs of
-    # (encode+decode time) / (end-to-end time) of the *same* run, robust to load drifting
-    # between runs on a shared machine; the ratio of the two medians is recorded too
-    share = float(np.median(np.asarray(nets) / np.asarray(per["end_to_end"])))
-    return {"batch": batch, "stages": out, "peak_rss_mb": _peak_rss_mb(), "radio_share_of_throughput": share,
-            "ratio_of_median_throughputs": out["end_to_end"]["throughput_per_s"] / out["encode+decode"]["throughput_per_s"]}
+        for j in range(len(names)):
+            k = names[(i + j) % len(names)]
+            t3 = time.perf_counter()
+            o = rxs[k].receive(y, r.h, r.p_tot, r.noise_var)
+            t4 = time.perf_counter()
+            if i >= warmup:
+                for s, v in {**r.timings, **o.timings, "channel": t2 - t1, "end_to_end": (t2 - t0) + (t4 - t3)}.items():
+                    per[k][s].append(v)
+    out = {"batch": batch, "receivers": {}}
+    for k in names:
+        st = {s: stats(v, batch) for s, v in per[k].items() if v}
+        nets = np.asarray(per[k]["encode"]) + np.asarray(per[k]["decode"])
+        st["encode+decode"] = stats(list(nets), batch)
+        out["receivers"][k] = {"settings": getattr(rxs[k], "settings", None), "stages": st,
+                               "radio_share_of_throughput": float(np.median(nets / np.asarray(per[k]["end_to_end"])))}
+    ref = out["receivers"][names[0]]["stages"]["end_to_end"]
+    e2e0 = np.asarray(per[names[0]]["end_to_end"])
+    vs = {}
+    for k in names[1:]:
+        e2e = out["receivers"][k]["stages"]["end_to_end"]
+        vs[k] = {"e2e_median_ms_added": e2e["median_ms"] - ref["median_ms"],
+                 "e2e_median_ratio": e2e["median_ms"] / ref["median_ms"],
+                 "throughput_ratio": e2e["throughput_per_s"] / ref["throughput_per_s"],
+                 "paired_added_ms_median": 1e3 * float(np.median(np.asarray(per[k]["end_to_end"]) - e2e0))}
+    out[f"vs_{names[0]}"] = vs
+    return out

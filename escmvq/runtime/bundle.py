@@ -7,15 +7,20 @@ Layout (format ``escmvq-bundle`` version 1)::
                            export self-check, and the sha256 + size of every other file
       encoder.onnx         x01 [b, 3, H, W] in [0, 1] -> z [b, D, H/4, W/4] (normalisation folded in)
       decoder.onnx         z [b, D, h, w] -> x01_hat [b, 3, 4h, 4w]
-      tables.npz           codebooks [V, K, D] f32, mu [V, N, B] f32, distortion [V, N] f64
+      tables.npz           codebooks [V, K, D] f32, mu [V, N, B] f32, distortion [V, N] f64;
+                           optional training-set statistics (bundles exported before they
+                           existed lack them): label_prior [V, N, K] f32 (codeword usage per
+                           sub-vector position, rows sum to 1), latent_mean [N, D] f32 (the
+                           substitute of a sub-vector that is not sent), erasure_distortion
+                           [N] f64 (E||z_i - latent_mean_i||^2, the "not sent" column of (31))
       allocator.npz        Allocator.state(): the channel-independent precomputation
       encoder.int8.onnx    optional (export --int8): static QDQ int8
       decoder.int8.onnx    optional
       *.fp16.engine        optional (export --trt): TensorRT engines
 
 The bundle's identity (:attr:`Bundle.hash`, carried in every frame header) is the sha256
-of the canonical JSON of the manifest, which itself pins every file by sha256; loading
-verifies each file against it.
+of the canonical JSON of the manifest's content fields (:func:`manifest_hash`), which pin
+every file by sha256; loading verifies each file against it.
 """
 from __future__ import annotations
 
@@ -55,9 +60,15 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
+IDENTITY_KEYS = ("format", "format_version", "model", "files")
+
+
 def manifest_hash(manifest: dict) -> bytes:
-    """The bundle's identity: sha256 of the canonical manifest JSON (32 bytes)."""
-    return hashlib.sha256(canonical_json(manifest)).digest()
+    """The bundle's identity (32 bytes): sha256 of the canonical JSON of the manifest's
+    content fields (format, shapes and allocator settings, and every file's sha256 and
+    size), so exporting the same checkpoint twice gives the same identity: the creation
+    time, source paths, library versions and self-check report do not enter it."""
+    return hashlib.sha256(canonical_json({k: manifest.get(k) for k in IDENTITY_KEYS})).digest()
 
 
 PARAMETER_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz")
@@ -82,6 +93,9 @@ class Bundle:
     mu: np.ndarray  # [V, N, B] float32
     distortion: np.ndarray  # [V, N] float64
     allocator_state: dict = field(repr=False)
+    label_prior: np.ndarray | None = field(default=None, repr=False)  # [V, N, K] float32 or None
+    latent_mean: np.ndarray | None = field(default=None, repr=False)  # [N, D] float32 or None
+    erasure_distortion: np.ndarray | None = field(default=None, repr=False)  # [N] float64 or None
 
     # --- shapes, from the manifest -------------------------------------------------
     @property
@@ -172,8 +186,24 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     cb, mu, dist = tables.get("codebooks"), tables.get("mu"), tables.get("distortion")
     if cb is None or cb.shape != (V, K, D) or mu is None or mu.shape != (V, N, B) or dist is None or dist.shape != (V, N):
         raise BundleError(f"{path}: tables.npz shapes disagree with the manifest (V={V}, K={K}, D={D}, N={N}, B={B})")
+    stats = _optional_stats(path, tables, V, K, D, N)
     return Bundle(
         path=path, manifest=manifest, hash=manifest_hash(manifest),
         codebooks=cb.astype(np.float32), mu=mu.astype(np.float32), distortion=dist.astype(np.float64),
-        allocator_state=alloc_state,
+        allocator_state=alloc_state, **stats,
     )
+
+
+def _optional_stats(path: Path, tables: dict, V: int, K: int, D: int, N: int) -> dict:
+    """The optional training-set statistics of ``tables.npz`` (None where absent), shape-checked."""
+    want = {"label_prior": ((V, N, K), np.float32), "latent_mean": ((N, D), np.float32),
+            "erasure_distortion": ((N,), np.float64)}
+    out = {}
+    for name, (shape, dtype) in want.items():
+        a = tables.get(name)
+        if a is not None:
+            if a.shape != shape or not np.all(np.isfinite(a)):
+                raise BundleError(f"{path}: tables.npz {name} has shape {a.shape} (expected {shape}) or non-finite values")
+            a = a.astype(dtype)
+        out[name] = a
+    return out

@@ -29,6 +29,14 @@ end-4  4     CRC-32 of all preceding bytes (uint32)
 The plan (codebook assignment, orders, powers, bit order) is *not* stored: both sides
 derive it from ``(P_tot, gamma)`` with ``gamma = |h|^2 / sigma^2`` (the paper's
 footnote 2), so the frame carries exactly the state the plan is a function of.
+
+Numeric fields are checked against what a complex64 (float32) link can produce, so that
+a frame that parses can be decoded without overflow, underflow or a zero division:
+``P_tot``, ``sigma^2`` and every ``|h|^2`` lie in ``[F32_TINY, F32_MAX]`` (the normal
+float32 range, ~1.2e-38 .. 3.4e38; a Rayleigh draw leaves it with probability ~1e-38),
+so ``gamma = |h|^2 / sigma^2`` is finite and > 0; ``snr_db`` and all samples are
+finite; and in a transmitted frame ``|h x_t|`` stays below ``F32_MAX`` (the channel
+applied at the receiver cannot overflow).
 """
 from __future__ import annotations
 
@@ -39,7 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAGIC", "VERSION", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "FrameError", "parse", "HEADER_SIZE"]
+__all__ = ["MAGIC", "VERSION", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "FrameError", "parse", "HEADER_SIZE",
+           "F32_TINY", "F32_MAX"]
 
 MAGIC = b"ESCMVQTX"
 VERSION = 1
@@ -50,6 +59,8 @@ _HEADER = struct.Struct("<8sHBB32sdddIIHHIII")
 HEADER_SIZE = _HEADER.size  # 92
 _MAX_SIDE = 1 << 16  # largest image side accepted (pixels)
 _MAX_T = 1 << 20  # largest number of channel uses per tile
+F32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32, ~1.18e-38
+F32_MAX = float(np.finfo(np.float32).max)  # ~3.40e38
 
 
 class FrameError(ValueError):
@@ -112,6 +123,10 @@ def _check_fields(f: Frame) -> None:
             raise FrameError(f"{name} is not finite ({getattr(f, name)})")
     if f.p_tot <= 0 or f.noise_var <= 0:
         raise FrameError(f"P_tot and noise variance must be > 0 (got {f.p_tot}, {f.noise_var})")
+    for name in ("p_tot", "noise_var"):
+        if not F32_TINY <= getattr(f, name) <= F32_MAX:
+            raise FrameError(f"{name} = {getattr(f, name):g} is outside the float32 range a link can use "
+                             f"([{F32_TINY:.3g}, {F32_MAX:.3g}])")
     (H, W), (th, tw) = f.image_size, f.tile_size
     if not (0 < H <= _MAX_SIDE and 0 < W <= _MAX_SIDE):
         raise FrameError(f"image size {H}x{W} out of range (1..{_MAX_SIDE})")
@@ -126,10 +141,21 @@ def _check_fields(f: Frame) -> None:
         raise FrameError(f"T = {f.n_symbols} channel uses per tile out of range (1..{_MAX_T})")
     if not 0 < f.n_bits <= 8 * f.n_symbols:
         raise FrameError(f"L = {f.n_bits} bits cannot ride on T = {f.n_symbols} symbols of at most 8 bits")
-    if not np.all(np.isfinite(f.h.view(np.float32))) or np.any(f.h == 0):
-        raise FrameError("channel coefficients must be finite and non-zero")
+    if not np.all(np.isfinite(f.h.view(np.float32))):
+        raise FrameError("channel coefficients must be finite")
     if not np.all(np.isfinite(f.samples.view(np.float32))):
         raise FrameError("samples must be finite")
+    h2 = np.abs(f.h.astype(np.complex128)) ** 2  # exact: float32 parts squared in float64
+    bad = np.flatnonzero(~((h2 >= F32_TINY) & (h2 <= F32_MAX)))
+    if bad.size:
+        i = int(bad[0])
+        what = "zero (nothing gets through)" if h2[i] == 0 else f"|h|^2 = {h2[i]:.3g}"
+        raise FrameError(f"channel coefficient of tile {i} is {what}: must be non-zero with |h|^2 in the float32 "
+                         f"range a link can use ([{F32_TINY:.3g}, {F32_MAX:.3g}])")
+    if f.kind == KIND_TX and f.samples.size:
+        peak = float(np.max(np.sqrt(h2)[:, None] * np.abs(f.samples.astype(np.complex128))))
+        if not peak <= F32_MAX:
+            raise FrameError(f"transmitted samples times h reach {peak:.3g}: the channel would overflow float32")
 
 
 def parse(data: bytes) -> Frame:

@@ -3,6 +3,12 @@ and the streaming processes).
 
 Each tile is its own block-fading realisation (default) or all tiles of an image share
 one (``per_image=True``). Random draws come from the ``np.random.Generator`` passed in.
+
+Large images go through in batches of ``max_batch`` tiles: tiles are cut per batch
+(:func:`~escmvq.runtime.images.tile_range`), decoded tiles go straight into the uint8
+output (:func:`~escmvq.runtime.images.untile_into`), and the channel noise is drawn per
+batch (the same draws, in the same order, as for the whole frame at once). :func:`run_link`
+keeps no samples unless ``capture``. ``progress(k)`` is called after each batch of ``k`` tiles.
 """
 from __future__ import annotations
 
@@ -11,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame
-from escmvq.runtime.images import psnr, tile, untile
+from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame, FrameError
+from escmvq.runtime.images import MAX_PIXELS, psnr, tile_grid, tile_range, untile_into
 from escmvq.runtime.receiver import Receiver
 from escmvq.runtime.transmitter import Transmitter
 
-__all__ = ["draw_h", "apply_channel", "transmit_image", "receive_frame", "run_link", "LinkReport", "STAGES"]
+__all__ = ["draw_h", "apply_channel", "transmit_image", "receive_frame", "run_link", "LinkReport", "LinkCapture",
+           "STAGES"]
 
 STAGES = ("encode", "allocate", "quantize", "modulate", "channel", "demodulate", "dequantize", "decode")
 
@@ -48,49 +55,104 @@ def _add(t: dict, u: dict) -> None:
 
 def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.random.Generator,
                    channel: str = "rayleigh", per_image: bool = False, noise_var: float = 1.0,
-                   max_batch: int = 256) -> tuple[Frame, dict, np.ndarray, np.ndarray]:
+                   max_batch: int = 256, progress=None) -> tuple[Frame, dict, np.ndarray, np.ndarray]:
     """``img [H, W, 3]`` uint8 -> (transmitted frame, stage timings, codebooks [n, N], labels [n, N])."""
-    tiles, grid = tile(img, tx.bundle.tile_size)
-    h = draw_h(rng, len(tiles), channel, per_image)
-    xs, cbs, labels, timings, p_tot = [], [], [], {}, None
-    for i in range(0, len(tiles), max_batch):
-        r = tx.send(tiles[i:i + max_batch], snr_db=snr_db, h=h[i:i + max_batch], noise_var=noise_var)
-        xs.append(r.samples)
-        cbs.append(r.codebooks)
-        labels.append(r.labels)
+    grid = tile_grid(img.shape[:2], tx.bundle.tile_size)
+    n = grid[0] * grid[1]
+    tile_range(img, tx.bundle.tile_size, 0, 1)  # shape check before any draw
+    h = draw_h(rng, n, channel, per_image)
+    xs = cbs = labels = None
+    timings, p_tot = {}, None
+    for i in range(0, n, max_batch):
+        j = min(i + max_batch, n)
+        r = tx.send(tile_range(img, tx.bundle.tile_size, i, j), snr_db=snr_db, h=h[i:j], noise_var=noise_var)
+        if xs is None:
+            xs = np.empty((n, *r.samples.shape[1:]), r.samples.dtype)
+            cbs = np.empty((n, *r.codebooks.shape[1:]), r.codebooks.dtype)
+            labels = np.empty((n, *r.labels.shape[1:]), r.labels.dtype)
+        xs[i:j], cbs[i:j], labels[i:j] = r.samples, r.codebooks, r.labels
         _add(timings, r.timings)
         p_tot = r.p_tot
+        if progress is not None:
+            progress(j - i)
     frame = Frame(kind=KIND_TX, channel=channel, bundle_hash=tx.bundle.hash, snr_db=float(snr_db), p_tot=p_tot,
                   noise_var=float(noise_var), image_size=img.shape[:2], tile_size=tx.bundle.tile_size,
-                  n_bits=tx.bundle.n_bits, h=h, samples=np.concatenate(xs))
-    return frame, timings, np.concatenate(cbs), np.concatenate(labels)
+                  n_bits=tx.bundle.n_bits, h=h, samples=xs)
+    return frame, timings, cbs, labels
 
 
-def through_channel(frame: Frame, rng: np.random.Generator) -> tuple[Frame, float]:
+def through_channel(frame: Frame, rng: np.random.Generator, max_batch: int = 256) -> tuple[Frame, float]:
     """A transmitted frame -> the received frame (same header, kind 1) and the time taken."""
     if frame.kind == KIND_RX:
         return frame, 0.0
     t0 = time.perf_counter()
-    y = apply_channel(frame.samples, frame.h, rng, frame.noise_var)
+    y = np.empty(frame.samples.shape, np.complex64)
+    for i in range(0, frame.n_tiles, max_batch):  # per batch: the same noise draws, less memory
+        y[i:i + max_batch] = apply_channel(frame.samples[i:i + max_batch], frame.h[i:i + max_batch], rng,
+                                           frame.noise_var)
     dt = time.perf_counter() - t0
     from dataclasses import replace
 
     return replace(frame, kind=KIND_RX, samples=y), dt
 
 
-def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batch: int = 256) -> tuple[np.ndarray, dict, np.ndarray]:
+def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batch: int = 256,
+                  progress=None) -> tuple[np.ndarray, dict, np.ndarray]:
     """A frame (transmitted: the channel is applied here; or received) -> (image uint8, timings, labels)."""
     rx.check_frame(frame)
-    frame, dt = through_channel(frame, rng)
-    timings = {"channel": dt}
-    out, labels = [], []
+    H, W = frame.image_size
+    if H * W > MAX_PIXELS:  # a frame may announce up to 65536 x 65536: refuse what no input could be
+        raise FrameError(f"frame holds a {W}x{H} image, more than the {MAX_PIXELS} pixel limit")
+    img = np.empty((H, W, 3), np.uint8)
+    timings = {"channel": 0.0}
+    labels = None
     for i in range(0, frame.n_tiles, max_batch):
-        r = rx.receive(frame.samples[i:i + max_batch], frame.h[i:i + max_batch], frame.p_tot, frame.noise_var)
-        out.append(r.tiles)
-        labels.append(r.labels)
+        j = min(i + max_batch, frame.n_tiles)
+        y, h = frame.samples[i:j], frame.h[i:j]
+        if frame.kind != KIND_RX:  # the channel, batch by batch (the same draws as for the whole frame)
+            t0 = time.perf_counter()
+            y = apply_channel(y, h, rng, frame.noise_var)
+            timings["channel"] += time.perf_counter() - t0
+        r = rx.receive(y, h, frame.p_tot, frame.noise_var)
+        untile_into(img, r.tiles, i, frame.grid)
+        if labels is None:
+            labels = np.empty((frame.n_tiles, *r.labels.shape[1:]), r.labels.dtype)
+        labels[i:j] = r.labels
         _add(timings, r.timings)
-    img = untile(np.concatenate(out), frame.grid, frame.image_size)
-    return img, timings, np.concatenate(labels)
+        if progress is not None:
+            progress(j - i)
+    return img, timings, labels
+
+
+@dataclass
+class LinkCapture:
+    """What happened to every tile of one :func:`run_link` call (``capture=True``): the
+    channel, the received samples and the plan both sides derived from ``(P_tot, gamma)``.
+
+    ``n`` tiles in raster order over ``grid``, ``T`` channel uses and ``N`` sub-vectors per tile.
+    """
+    h: np.ndarray  # [n] complex64 block-fading coefficient of each tile
+    y: np.ndarray  # [n, T] complex64 received samples h sqrt(p_t) s_t + noise
+    gamma: np.ndarray  # [n] float64 |h|^2 / sigma^2 (what the plans were made from)
+    codebooks: np.ndarray  # [n, N] int64 codebook of each sub-vector; == n_codebooks: not sent (erased)
+    orders: np.ndarray  # [n, T] int64 bits per QAM symbol (2, 4, 6, 8; 0: channel use left unused)
+    powers: np.ndarray  # [n, T] float64 power p_t of each symbol (0 where unused)
+    label_errors: np.ndarray  # [n, N] bool: received label != sent label (False where not sent)
+    grid: tuple[int, int]  # tiles (rows, cols)
+    latent_hw: tuple[int, int]  # sub-vector positions (h, w), N = h * w in raster order
+    n_codebooks: int  # V
+    p_tot: float
+    noise_var: float
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.y.shape[0])
+
+    def equalized(self) -> np.ndarray:
+        """``y / (h sqrt(p_t))`` ``[n, T]`` complex64 (0 where nothing was sent)."""
+        from escmvq.core import channels
+
+        return channels.equalize(self.y, self.h, self.powers)
 
 
 @dataclass
@@ -99,22 +161,83 @@ class LinkReport:
     psnr_db: float
     channel_uses: int  # T per tile * tiles
     n_tiles: int
-    codebook_use: np.ndarray  # [V] fraction of sub-vectors sent with each codebook
-    label_error_rate: float  # fraction of sub-vector labels received wrong
+    codebook_use: np.ndarray  # [V] fraction of sub-vectors sent with each codebook (1 - sum: not sent)
+    label_error_rate: float  # fraction of the sent sub-vectors' labels received wrong
     timings: dict[str, float] = field(default_factory=dict)
     p_tot: float = 0.0
+    capture: LinkCapture | None = None  # run_link(..., capture=True) only
 
 
 def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng: np.random.Generator,
-             channel: str = "rayleigh", per_image: bool = False, noise_var: float = 1.0) -> LinkReport:
+             channel: str = "rayleigh", per_image: bool = False, noise_var: float = 1.0,
+             capture: bool = False, max_batch: int = 256, progress=None) -> LinkReport:
+    """Transmitter, channel and receiver, batch by batch (the random draws are those of
+    :func:`transmit_image` then :func:`receive_frame`: all ``h`` first, then the noise of each
+    tile in order). Holds the input, the output and the per-batch work only, unless
+    ``capture=True``, which also returns the per-tile channel, received samples and plans in
+    ``report.capture`` (same draws, same result; the plans come from the receiver's cache)."""
     t0 = time.perf_counter()
-    frame, t_tx, cbs, sent = transmit_image(tx, img, snr_db, rng, channel, per_image, noise_var)
-    out, t_rx, labels = receive_frame(rx, frame, rng)
+    b = tx.bundle
+    ts, T, V = b.tile_size, b.n_symbols, b.codebooks.shape[0]
+    H, W = img.shape[:2]
+    grid = tile_grid((H, W), ts)
+    n = grid[0] * grid[1]
+    tile_range(img, ts, 0, 1)  # shape check before any draw
+    h = draw_h(rng, n, channel, per_image)
+    # the frame header (no samples: a zero-stride placeholder) for the receiver's bundle check
+    header = Frame(kind=KIND_TX, channel=channel, bundle_hash=b.hash, snr_db=float(snr_db), p_tot=0.0,
+                   noise_var=float(noise_var), image_size=(H, W), tile_size=ts, n_bits=b.n_bits, h=h,
+                   samples=np.broadcast_to(np.complex64(0), (n, T)))
+    rx.check_frame(header)
+    out = np.empty((H, W, 3), np.uint8)
+    t_tx, t_rx = {}, {"channel": 0.0}
+    use = np.zeros(V + 1, np.int64)
+    n_sent = n_wrong = 0
+    p_tot = 0.0
+    keep = {"y": [], "cbs": [], "sent": [], "labels": []} if capture else None
+    for i in range(0, n, max_batch):
+        j = min(i + max_batch, n)
+        r = tx.send(tile_range(img, ts, i, j), snr_db=snr_db, h=h[i:j], noise_var=noise_var)
+        _add(t_tx, r.timings)
+        p_tot = r.p_tot
+        t1 = time.perf_counter()
+        y = apply_channel(r.samples, h[i:j], rng, noise_var)
+        t_rx["channel"] += time.perf_counter() - t1
+        q = rx.receive(y, h[i:j], p_tot, noise_var)
+        _add(t_rx, q.timings)
+        untile_into(out, q.tiles, i, grid)
+        use += np.bincount(r.codebooks.ravel(), minlength=V + 1)[:V + 1]
+        sent_mask = r.codebooks < V
+        n_sent += int(sent_mask.sum())
+        n_wrong += int(((r.labels != q.labels) & sent_mask).sum())
+        if keep is not None:
+            for k, v in (("y", y), ("cbs", r.codebooks), ("sent", r.labels), ("labels", q.labels)):
+                keep[k].append(v)
+        if progress is not None:
+            progress(j - i)
     total = time.perf_counter() - t0
     timings = {**t_tx, **t_rx, "end_to_end": total}
-    V = tx.bundle.codebooks.shape[0]
-    use = np.bincount(cbs.ravel(), minlength=V)[:V] / cbs.size
-    return LinkReport(image=out, psnr_db=psnr(img, out), channel_uses=frame.n_tiles * frame.n_symbols,
-                      n_tiles=frame.n_tiles, codebook_use=use,
-                      label_error_rate=float(np.mean(sent != labels)), timings=timings, p_tot=frame.p_tot)
+    cap = None
+    if keep is not None:
+        from dataclasses import replace
 
+        frame = replace(header, kind=KIND_RX, p_tot=p_tot, samples=np.concatenate(keep["y"]))
+        cap = _capture(rx, frame, np.concatenate(keep["cbs"]), np.concatenate(keep["sent"]),
+                       np.concatenate(keep["labels"]), V)
+    return LinkReport(image=out, psnr_db=psnr(img, out), channel_uses=n * T, n_tiles=n,
+                      codebook_use=use[:V] / use.sum(),
+                      label_error_rate=n_wrong / n_sent if n_sent else 0.0,
+                      timings=timings, p_tot=p_tot, capture=cap)
+
+
+def _capture(rx: Receiver, frame: Frame, cbs: np.ndarray, sent: np.ndarray, labels: np.ndarray, V: int) -> LinkCapture:
+    from escmvq.runtime.alloc_adapter import gamma_of
+
+    gamma = gamma_of(frame.h, frame.noise_var)
+    plan_cbs, orders, powers, _ = rx.plans.batch(frame.p_tot, gamma)
+    _, lh, lw = rx.bundle.latent_shape
+    return LinkCapture(h=np.asarray(frame.h, np.complex64).copy(), y=np.asarray(frame.samples, np.complex64).copy(),
+                       gamma=gamma, codebooks=np.asarray(plan_cbs, np.int64), orders=np.asarray(orders, np.int64),
+                       powers=np.asarray(powers, np.float64), label_errors=(sent != labels) & (cbs < V),
+                       grid=tuple(int(g) for g in frame.grid), latent_hw=(int(lh), int(lw)), n_codebooks=int(V),
+                       p_tot=float(frame.p_tot), noise_var=float(frame.noise_var))

@@ -1,21 +1,70 @@
-"""The receiver: plan from (P_tot, gamma) -> equalise -> hard QAM decisions -> labels ->
-codewords -> decoder (ONNX Runtime). Batched, one plan per row. No torch."""
+"""The receiver: plan from (P_tot, gamma) -> equalise -> demodulate -> sub-vector estimates
+-> decoder (ONNX Runtime). Batched, one plan per row. No torch.
+
+Two ways to demodulate (``decoding``):
+
+- ``"hard"``: per-axis nearest-point QAM decisions -> label bits -> the codeword of that label.
+- ``"soft"``: per-bit LLRs (exact log-sum-exp or max-log) with each symbol's own noise
+  variance after equalisation, ``sigma^2 / (|h|^2 p_t)`` -> label posterior under the bundle's
+  label prior (uniform when the bundle has none, or with ``prior=False``) -> the MMSE
+  (posterior-mean) or MAP codeword (:mod:`escmvq.runtime.soft`).
+
+Plans with erasures: a sub-vector on codebook ``V`` (one past the last) is not sent; the
+decoder gets the bundle's ``latent_mean`` for it (or the prior-mean codeword of codebook
+``V-1`` when the bundle has no latent mean), and its received label is reported as -1.
+"""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from escmvq.core import channels, pvq
+from escmvq.core import channels, pvq, qam
+from escmvq.runtime import soft
 from escmvq.runtime.alloc_adapter import gamma_of
 from escmvq.runtime.bundle import Bundle
 from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import Frame, FrameError
-from escmvq.runtime.modem import demodulate
-from escmvq.runtime.quantize import dequantize
+from escmvq.runtime.modem import demodulate, demodulate_llr
 
-__all__ = ["Receiver", "RxResult", "FrameMismatch"]
+__all__ = ["Receiver", "RxResult", "FrameMismatch", "DEFAULT_DECODING", "DECODINGS", "SOFT_ESTIMATES",
+           "LLR_MODES", "receiver_settings"]
+
+DECODINGS = ("hard", "soft")
+# The one default of every receiver (runtime, CLI, eval, bench). Switch to "soft" only
+# after the 10,000-image measurement.
+DEFAULT_DECODING = "hard"
+SOFT_ESTIMATES = soft.SOFT_ESTIMATES
+LLR_MODES = qam.LLR_MODES
+
+_PRIOR_WARNED: set[bytes] = set()  # bundle hashes already told about a missing label_prior
+
+
+def _choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def receiver_settings(decoding: str = DEFAULT_DECODING, soft_estimate: str = "mmse", llr: str = "exact",
+                      prior: bool = True) -> dict:
+    """The requested receiver settings as recorded in results (validated; hard decoding has
+    no estimate, LLR or prior)."""
+    _choice("decoding", decoding, DECODINGS)
+    _choice("soft_estimate", soft_estimate, SOFT_ESTIMATES)
+    _choice("llr", llr, LLR_MODES)
+    if decoding == "hard":
+        return {"decoding": "hard", "estimate": None, "llr": None, "prior": None}
+    return {"decoding": "soft", "estimate": soft_estimate, "llr": llr, "prior": bool(prior)}
+
+
+def _warn_no_prior(bundle: Bundle) -> None:
+    if bundle.hash not in _PRIOR_WARNED:
+        _PRIOR_WARNED.add(bundle.hash)
+        print(f"escmvq: bundle {bundle.hash_hex[:12]} has no label_prior (exported before it existed): "
+              "soft decoding uses a uniform label prior", file=sys.stderr, flush=True)
 
 
 class FrameMismatch(FrameError):
@@ -25,19 +74,40 @@ class FrameMismatch(FrameError):
 @dataclass
 class RxResult:
     tiles: np.ndarray  # [b, 3, th, tw] float32 (not clipped)
-    labels: np.ndarray  # [b, N] received labels
-    codebooks: np.ndarray  # [b, N]
+    labels: np.ndarray  # [b, N] received labels (soft: MAP labels; -1: not sent)
+    codebooks: np.ndarray  # [b, N] (V: not sent)
     timings: dict[str, float] = field(default_factory=dict)
 
 
 class Receiver:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, allocator=None):
+                 threads: int | None = None, allocator=None, decoding: str = DEFAULT_DECODING,
+                 soft_estimate: str = "mmse", llr: str = "exact", prior: bool = True):
         """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
-        (see :func:`~escmvq.runtime.endpoint.open_endpoint`)."""
+        (see :func:`~escmvq.runtime.endpoint.open_endpoint`). ``decoding``: "hard" | "soft";
+        ``soft_estimate``: "mmse" | "map"; ``llr``: "exact" | "maxlog"; ``prior``: use the
+        bundle's label prior (soft decoding; also the not-sent substitute without latent_mean)."""
+        self.requested = receiver_settings(decoding, soft_estimate, llr, prior)  # validates before any work
         self.bundle, self.session, self.plans = open_endpoint(bundle, "decoder", device, precision, threads, allocator)
+        self.decoding, self.soft_estimate, self.llr, self.prior = decoding, soft_estimate, llr, bool(prior)
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
+        self._N = int(self.bundle.model["N"])
+        has_prior = self.bundle.label_prior is not None
+        self._soft = soft.SoftTables(self.bundle.codebooks, self.bundle.label_prior if self.prior else None,
+                                     self.bundle.latent_mean, self._N)
+        if decoding == "soft" and self.prior and not has_prior:
+            _warn_no_prior(self.bundle)
+
+    @property
+    def settings(self) -> dict:
+        """The settings in effect, for results: decoding, estimate, llr and the prior used
+        ("bundle" | "uniform (bundle has none)" | "off"; None for hard decoding)."""
+        out = dict(self.requested)
+        if self.decoding == "soft":
+            out["prior"] = "off" if not self.prior else ("bundle" if self._soft.log_prior is not None
+                                                         else "uniform (bundle has none)")
+        return out
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"z": np.ascontiguousarray(z, np.float32)})[0]
@@ -53,7 +123,8 @@ class Receiver:
                                 f"do not match the bundle")
 
     def receive(self, y: np.ndarray, h: np.ndarray, p_tot: float, noise_var: float = 1.0) -> RxResult:
-        """``y [b, T]`` received samples ``h sqrt(p) s + n``, ``h [b]`` (perfect CSI)."""
+        """``y [b, T]`` received samples ``h sqrt(p) s + n``, ``h [b]`` (perfect CSI),
+        ``noise_var`` the noise variance ``sigma^2``."""
         t = {}
         y = np.asarray(y)
         h = np.asarray(h, np.complex64)
@@ -61,16 +132,38 @@ class Receiver:
         t0 = time.perf_counter()
         cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
         t1 = time.perf_counter()
-        # perfect CSI; a symbol sent with zero power carries no information and comes back as 0
-        bits = demodulate(channels.equalize(y, h, powers), orders, bit_order)
-        labels = pvq.bits_to_index(bits.reshape(b, -1, self._B))
-        t2 = time.perf_counter()
-        zq = pvq.from_subvectors(dequantize(labels, self.bundle.codebooks, cbs), self._h, self._w)
+        if self.decoding == "hard":
+            # perfect CSI; a symbol sent with zero power carries no information and comes back as 0
+            bits = demodulate(channels.equalize(y, h, powers), orders, bit_order)
+            labels = pvq.bits_to_index(bits.reshape(b, -1, self._B))
+            t2 = time.perf_counter()
+            zs, labels = soft.decode_hard(labels, cbs, self.bundle.codebooks, self._soft.subst)
+        else:
+            llr = self._llrs(y, h, powers, orders, bit_order, noise_var)
+            t2 = time.perf_counter()
+            zs, labels = soft.decode_soft(llr, cbs, self._soft, self.soft_estimate)
+        zq = pvq.from_subvectors(zs, self._h, self._w)
         t3 = time.perf_counter()
         x = self.decode(zq)
         t4 = time.perf_counter()
         t.update(allocate=t1 - t0, demodulate=t2 - t1, dequantize=t3 - t2, decode=t4 - t3)
         return RxResult(tiles=x, labels=labels, codebooks=cbs, timings=t)
+
+    def _llrs(self, y, h, powers, orders, bit_order, noise_var: float) -> np.ndarray:
+        """Bit LLRs ``[b, N, B]`` float32 of received ``y [b, T]`` under a batch of plans."""
+        y_eq = channels.equalize(y, h, powers)  # y / (h sqrt(p_t)); 0 where p_t = 0
+        nv = channels.effective_noise_var(h, powers, noise_var)  # sigma^2 / (|h|^2 p_t); inf where p_t = 0
+        return demodulate_llr(y_eq, orders, bit_order, nv, self.llr).reshape(len(y), -1, self._B)
+
+    def bit_llrs(self, y: np.ndarray, h: np.ndarray, p_tot: float, noise_var: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The soft receiver's evidence, as :meth:`receive` computes it (with this receiver's
+        ``llr`` mode, whatever its ``decoding``): ``y [b, T]``, ``h [b]`` -> (LLRs ``[b, N, B]``
+        float32, positive = bit 0, 0 for bits not sent; codebooks ``[b, N]``, ``V`` = not sent)."""
+        y = np.asarray(y)
+        h = np.asarray(h, np.complex64)
+        cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
+        return self._llrs(y, h, powers, orders, bit_order, noise_var), cbs
 
     def receive_frame(self, frame: Frame, rng: np.random.Generator) -> np.ndarray:
         """A frame (the channel is applied with ``rng`` if it holds transmitted samples) ->

@@ -36,13 +36,15 @@ def send_subvectors(zs: np.ndarray, codebooks: np.ndarray, search: np.ndarray, p
     zs : ``[b, N, D]`` float32 encoder sub-vectors; codebooks : ``[V, K, D]`` float32;
     search : ``quantize.search_matrices(codebooks)``; plans : a ``PlanCache``; B : bits per
     label; p_tot : float > 0; h : ``[b]`` complex64 (one plan per row from ``|h|^2/noise_var``).
-    Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64,
-    labels ``[b, N]`` int64); stage times in seconds go into ``timings`` when given.
+    Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64 (V = not
+    sent), labels ``[b, N]`` int64); stage times in seconds go into ``timings`` when given.
     """
     t0 = time.perf_counter()
     cbs, orders, powers, bit_order = plans.batch(p_tot, gamma_of(h, noise_var))
     t1 = time.perf_counter()
-    labels = quantize(zs, codebooks, cbs, search)
+    # a sub-vector the plan does not send (codebook V) is quantized with codebook V-1: its
+    # label's bits sit after the plan's sent bits in bit_order, so they never reach a symbol
+    labels = quantize(zs, codebooks, np.minimum(cbs, len(codebooks) - 1), search)
     t2 = time.perf_counter()
     bits = pvq.index_to_bits(labels, B).reshape(len(zs), -1)
     x = (modulate(bits, orders, bit_order) * np.sqrt(powers)).astype(np.complex64)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import ber as _ber
 from .common import DEFAULT_ITER_MAX, assemble, build_tables
+from . import erasures
 from .plan import Plan, finish_powers
 from .validate import ORDERS, check_budget
 from .walkers import JcampExactWalker, JcampPaperWalker, JcapWalker, Tables, make_walker, paper_grouping
@@ -30,7 +31,8 @@ from .walkers import JcampExactWalker, JcampPaperWalker, JcapWalker, Tables, mak
 __all__ = ["Allocator"]
 
 FORMAT = "escmvq-allocator"
-VERSION = 1
+VERSION = 1  # states without erasures (unchanged since the first release)
+VERSION_ERASURES = 2  # adds the erasure prefix (escmvq.core.alloc.erasures)
 
 
 def _batched_group_powers(model, mbar_rows: list[np.ndarray], order_rows: list[np.ndarray]) -> list[np.ndarray]:
@@ -57,6 +59,30 @@ def _batched_group_powers(model, mbar_rows: list[np.ndarray], order_rows: list[n
     return rows
 
 
+def _batched_position_powers(mus_rows: list[np.ndarray], order_rows: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`escmvq.core.ber.power_positions` for many states at once: every symbol's bits
+    (frame order) per state, each distinct (mu, m, position) inverted once. The inverse is
+    elementwise, so the values equal those of per-state calls."""
+    starts = [np.concatenate(([0], np.cumsum(o)[:-1])).astype(np.int64) for o in order_rows]
+    out = [np.empty(o.size) for o in order_rows]
+    for m in ORDERS:
+        sel = [np.flatnonzero(o == m) for o in order_rows]
+        parts = [mus[st[t, None] + np.arange(m)] for mus, st, t in zip(mus_rows, starts, sel) if t.size]
+        if not parts:
+            continue
+        allm = np.concatenate(parts)  # [n_m, m]
+        q = np.zeros(allm.shape[0])
+        for j in range(m):  # symbol bit b[j]: per-axis position j//2 + 1
+            u, inv = np.unique(allm[:, j], return_inverse=True)
+            q = np.maximum(q, _ber.position_power(u, m, j)[inv])
+        s = 0
+        for r, t in enumerate(sel):
+            if t.size:
+                out[r][t] = q[s:s + t.size]
+                s += t.size
+    return out
+
+
 class Allocator:
     """JCAP / JCAMP with the channel-independent work done once.
 
@@ -69,10 +95,32 @@ class Allocator:
     ``plan(p_tot, gamma)`` gives the same plan as ``jcap``/``jcamp`` with the same
     arguments. The paper variant of JCAMP does its post-processing at plan time
     (cached per state), so it is slower than the others.
+
+    erasure_distortion : None, or [N] float (exact variant only): adds the "not sent" state
+    per sub-vector (:mod:`escmvq.core.alloc.erasures`): below the cheapest state the plan
+    erases sub-vectors instead of scaling every power; ``plan.codebooks[i] == V`` marks a
+    sub-vector that is not sent, ``orders`` may hold 0 (an unused channel use, power 0),
+    and only the first ``sum(orders)`` entries of ``bit_order`` are sent. Above the
+    cheapest state the plans are those of the allocator without erasures.
+    flip_cost : None, or [V, N, B] float: the cost of flipping each label bit (e.g.
+    ``E||c_k - c_(k xor e_j)||^2``, :func:`escmvq.core.pvq.flip_cost`); bits whose mu agree to
+    3 significant digits are then laid out costliest first, so the costly bits of a symbol sit
+    on its most reliable Gray positions (the I/Q sign bits).
+    positions : True: a symbol's power is the least at which every bit meets its own target
+    on its own Gray position (exact per-position BER, :func:`escmvq.core.ber.power_positions`)
+    instead of the average target (46) (exact variant only).
+    erasure_floor : float >= 0 (power per unit gamma): from this budget ``P_tot*gamma``
+    up, the scaled all-sent state is kept instead of an erasure state (default: the
+    cheapest state's cost, i.e. always erase below it; see
+    :func:`~escmvq.core.alloc.erasures.choose_erasure_floor`).
     """
 
-    def __init__(self, distortion, mu, rate=4, method="jcamp", variant="exact", m_max=8, *, iter_max=DEFAULT_ITER_MAX, ber_model=None):
-        tab, method, variant, iter_max = build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_model)
+    def __init__(self, distortion, mu, rate=4, method="jcamp", variant="exact", m_max=8, *, iter_max=DEFAULT_ITER_MAX,
+                 ber_model=None, erasure_distortion=None, erasure_floor=None, flip_cost=None, positions=False):
+        tab, method, variant, iter_max = build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_model,
+                                                      flip_cost, positions)
+        if erasure_distortion is not None and variant != "exact":
+            raise ValueError("erasure_distortion: erasures need variant='exact' (the paper variant has no 'not sent' state)")
         self._tab = tab
         self.method, self.variant, self.iter_max = method, variant, iter_max
         self._model_name = getattr(tab.model, "name", "custom")
@@ -107,7 +155,12 @@ class Allocator:
                 starts = np.concatenate(([0], np.cumsum(orders)[:-1]))
                 mbars.append(np.minimum(np.add.reduceat(mus, starts) / orders, 0.5))
                 ords.append(orders)
-            base = _batched_group_powers(tab.model, mbars, ords)
+            if tab.positions:  # per-position powers, each distinct (mu, m, position) solved once
+                mus_rows = [tab.mu_state(a["codebooks"][k].astype(np.int64))[
+                    tab.sorted_bits(a["codebooks"][k].astype(np.int64))] for k in range(K1)]
+                base = _batched_position_powers(mus_rows, ords)
+            else:
+                base = _batched_group_powers(tab.model, mbars, ords)
             a["base"] = np.asarray(base, np.float64)
             a["base_sum"] = np.array([math.fsum(r.tolist()) for r in base])
             if variant == "exact":
@@ -115,13 +168,47 @@ class Allocator:
         a["costs"] = np.asarray(costs, np.float64)
         a["thresholds"] = np.maximum.accumulate(a["costs"])
         a["dist"] = np.array([float(tab.D[c.astype(np.int64), tab.ar_n].sum()) for c in a["codebooks"]])
+        if erasure_distortion is not None:
+            a = self._with_prefix(a, np.asarray(erasure_distortion, np.float64), iter_max, erasure_floor)
         self._a = a
         self._init_runtime()
+
+    def _with_prefix(self, a: dict, de: np.ndarray, iter_max: int, floor) -> dict:
+        """Prepend the erasure states to the trajectory ``a`` (module :mod:`.erasures`)."""
+        tab = self._tab
+        cbs, counts, orders_ext = erasures.prefix_states(tab, de, iter_max)
+        n_old = a["codebooks"].shape[0]
+        old_counts = np.zeros((n_old, len(orders_ext)), np.int64)
+        if "counts" in a:
+            old_counts[:, 1:] = a["counts"]
+        else:
+            old_counts[:, 1 + tab.ri] = tab.T
+        base, dist = [], []
+        for v, c in zip(cbs, counts):
+            orders = np.repeat(np.asarray(orders_ext, np.int64), c)
+            base.append(erasures.group_powers_ext(tab, v, orders, erasures.sorted_bits_ext(tab, v))[0])
+            sent = v < tab.V
+            dist.append(math.fsum(tab.D[tab.V - 1, sent].tolist()) + math.fsum(de[~sent].tolist()))
+        base = np.concatenate([np.asarray(base, np.float64).reshape(-1, tab.T), a["base"]])
+        out = {"codebooks": np.concatenate([cbs, a["codebooks"]]).astype(np.int16),
+               "counts": np.concatenate([counts, old_counts]).astype(np.int32), "base": base}
+        out["base_sum"] = np.array([math.fsum(r.tolist()) for r in base])
+        out["costs"] = out["base_sum"].copy()
+        out["thresholds"] = np.maximum.accumulate(out["costs"])
+        out["dist"] = np.concatenate([np.asarray(dist), a["dist"]])
+        out["erasure_distortion"] = de
+        out["n_prefix"] = np.array(len(cbs), np.int64)
+        out["erasure_floor"] = np.array(out["costs"][len(cbs)] if floor is None else float(floor), np.float64)
+        if not out["erasure_floor"] >= 0:
+            raise ValueError(f"erasure_floor: expected a budget >= 0, got {floor!r}")
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _orders_of(self, k, a=None) -> np.ndarray:
         a = self._a if a is None else a
         tab = self._tab
+        if "n_prefix" in a:
+            return np.repeat(np.asarray((0,) + tab.orders, np.int64), a["counts"][k])
         if "counts" in a:
             return np.repeat(np.asarray(tab.orders, np.int64), a["counts"][k])
         return np.full(tab.T, tab.R, np.int64)
@@ -134,8 +221,9 @@ class Allocator:
         self._ib = tab.i_of_bit
         self._arnb = tab.ar_nb
         self._const_orders = None if "counts" in self._a else np.full(tab.T, tab.R, np.int64)
-        self._ords = np.asarray(tab.orders, np.int64)
         a = self._a
+        self._erasures = "n_prefix" in a
+        self._ords = np.asarray(((0,) if self._erasures else ()) + tab.orders, np.int64)
         self._thr = np.ascontiguousarray(a["thresholds"], np.float64)
         self._cbs = np.ascontiguousarray(a["codebooks"], np.int64)
         self._counts = a.get("counts")
@@ -147,6 +235,30 @@ class Allocator:
         # key3[i, v, j] = global sort rank of bit (i, j) on codebook v
         self._key3 = np.ascontiguousarray(self._key.reshape(tab.V, tab.N, tab.B).transpose(1, 0, 2))
         self._paper_jcamp = self.method == "jcamp" and self.variant == "paper"
+        self._n_prefix = int(a["n_prefix"]) if self._erasures else 0
+        self._floor = float(a["erasure_floor"]) if self._erasures else math.inf
+        if self._erasures:
+            # a not-sent sub-vector is "codebook" V: its bits rank after every sent bit, by flat index
+            erased = (tab.V * tab.NB + tab.ar_nb).reshape(tab.N, 1, tab.B).astype(self._key3.dtype)
+            self._key3 = np.ascontiguousarray(np.concatenate([self._key3, erased], axis=1))
+            self._r2f = np.concatenate([self._r2f, tab.ar_nb])
+
+    @property
+    def erasures(self) -> bool:
+        """True when the trajectory has the erasure prefix ("not sent" states)."""
+        return self._erasures
+
+    @property
+    def erasure_floor(self) -> float:
+        """Budget ``P_tot*gamma`` from which the scaled all-sent state is kept (inf without erasures)."""
+        return self._floor
+
+    def prefix_cost_range(self) -> tuple[float, float]:
+        """Costs (per unit gamma) of the first erasure state and of the all-sent cheapest state."""
+        if not self._erasures:
+            raise ValueError("this allocator has no erasure states")
+        c = self._a["costs"]
+        return float(c[0]), float(c[self._n_prefix])
 
     @property
     def n_states(self) -> int:
@@ -161,7 +273,8 @@ class Allocator:
         return t
 
     def state_index(self, p_tot, gamma) -> int:
-        """Index of the last greedy state whose cost fits ``p_tot * gamma`` (0 below the cheapest)."""
+        """Index of the last greedy state whose cost fits ``p_tot * gamma`` (0 below the cheapest;
+        with erasures, counted from the first erasure state, unlike ``Plan.state_index``)."""
         p_tot, gamma = check_budget(p_tot, gamma)
         return self._state_at(p_tot * gamma)
 
@@ -169,14 +282,19 @@ class Allocator:
         return max(int(self._thr.searchsorted(budget, side="right")) - 1, 0)
 
     # ------------------------------------------------------------------ the product
-    def plan(self, p_tot, gamma) -> Plan:
-        """Plan for budget ``p_tot`` (float > 0) and channel SNR ``gamma`` (float > 0)."""
+    def plan(self, p_tot, gamma, *, erasure_floor: float | None = None) -> Plan:
+        """Plan for budget ``p_tot`` (float > 0) and channel SNR ``gamma`` (float > 0).
+
+        erasure_floor : overrides the allocator's own (``inf``: always erase below the
+        cheapest state; 0: never, i.e. scale as without erasures)."""
         # plain positive finite floats skip the validation (the hot path)
         if not (type(p_tot) is float and type(gamma) is float
                 and 0.0 < p_tot < math.inf and 0.0 < gamma < math.inf):
             p_tot, gamma = check_budget(p_tot, gamma)  # converts, or raises with the reason
         b = p_tot * gamma
         k = self._state_at(b)
+        if k < self._n_prefix and b >= (self._floor if erasure_floor is None else erasure_floor):
+            k = self._n_prefix  # keep every sub-vector, scaled (module erasures: the floor)
         v = self._cbs[k]
         if self._paper_jcamp:
             orders, bo, base, s, warn = self._paper_layout(k, v)  # cached: hand out copies
@@ -184,14 +302,22 @@ class Allocator:
         bo = self._r2f[np.sort(self._key3[self._arn, v].ravel())]
         orders = self._const_orders.copy() if self._const_orders is not None else self._ords.repeat(self._counts[k])
         s = self._bsum[k]
-        if s <= b:  # surplus: eq. (47) spreads it evenly (all >= 0)
+        if s <= b:  # surplus: eq. (47) spreads it evenly (all >= 0) over the used symbols
             powers = self._base[k] / gamma
-            powers += (p_tot - s / gamma) / powers.size
+            if self._erasures and orders[0] == 0:
+                used = orders > 0
+                powers[used] += (p_tot - s / gamma) / np.count_nonzero(used)
+            else:
+                powers += (p_tot - s / gamma) / powers.size
             warnings = ()
         else:
             powers, warnings = finish_powers(self._base[k], s, p_tot, gamma, self.variant)
             warnings = tuple(warnings)
-        return Plan(v.copy(), orders, powers, bo, self.method, self.variant, p_tot, gamma, self._T, k, self._dist[k], warnings)
+        sent = int(orders.sum()) if k < self._n_prefix else None
+        # state index counted from the all-sent cheapest state (erasure states are negative),
+        # so plans above it are byte-identical to those of the allocator without erasures
+        return Plan(v.copy(), orders, powers, bo, self.method, self.variant, p_tot, gamma, self._T, k - self._n_prefix,
+                    self._dist[k], warnings, sent)
 
     def _paper_layout(self, k, v):
         hit = self._cache.get(k)
@@ -212,7 +338,7 @@ class Allocator:
         tab = self._tab
         out = {
             "format": np.array(FORMAT),
-            "version": np.array(VERSION, np.int64),
+            "version": np.array(VERSION_ERASURES if self._erasures else VERSION, np.int64),
             "method": np.array(self.method),
             "variant": np.array(self.variant),
             "ber_model": np.array(self._model_name),
@@ -224,6 +350,8 @@ class Allocator:
             "rank_key": tab.rank_key,
             "rank_to_flat": tab.rank_to_flat,
         }
+        if tab.positions:
+            out["positions"] = np.array(True)
         for k, v in self._a.items():
             out["traj_" + k] = v
         return {k: np.asarray(v) for k, v in out.items()}
@@ -240,8 +368,8 @@ class Allocator:
             ver = int(state["version"])
         except (KeyError, TypeError):
             raise ValueError("state: not an Allocator state (missing 'format'/'version')") from None
-        if fmt != FORMAT or ver != VERSION:
-            raise ValueError(f"state: expected {FORMAT} version {VERSION}, got {fmt} version {ver}")
+        if fmt != FORMAT or ver not in (VERSION, VERSION_ERASURES):
+            raise ValueError(f"state: expected {FORMAT} version {VERSION} or {VERSION_ERASURES}, got {fmt} version {ver}")
         self = cls.__new__(cls)
         self.method = str(state["method"])
         self.variant = str(state["variant"])
@@ -271,6 +399,7 @@ class Allocator:
         tab.i_of_bit = np.repeat(tab.ar_n, tab.B)
         tab.j_of_bit = np.tile(np.arange(tab.B), tab.N)
         tab.rank_key = np.asarray(state["rank_key"], np.int32)
+        tab.positions = bool(state["positions"]) if "positions" in (state.files if hasattr(state, "files") else state) else False
         tab.rank_to_flat = np.asarray(state["rank_to_flat"], np.int32)
         self._tab = tab
         keys = state.files if hasattr(state, "files") else list(state.keys())

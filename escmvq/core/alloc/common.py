@@ -11,7 +11,7 @@ from .walkers import Tables
 DEFAULT_ITER_MAX = 1000
 
 
-def build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_model):
+def build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_model, flip_cost=None, positions=False):
     method = check_choice("method", method, METHODS)
     variant = check_choice("variant", variant, VARIANTS)
     iter_max = check_iter_max(iter_max)
@@ -22,7 +22,13 @@ def build_tables(distortion, mu, rate, m_max, method, variant, iter_max, ber_mod
     else:
         r, m_max, _ = check_rate(rate, m_max, m.shape[1] * m.shape[2])
     model = _ber.get_model(ber_model)
-    return Tables(d, m, r, m_max, model), method, variant, iter_max
+    if flip_cost is not None:
+        flip_cost = np.asarray(flip_cost, np.float64)
+        if flip_cost.shape != m.shape or not np.all(np.isfinite(flip_cost)):
+            raise ValueError(f"flip_cost: expected finite values of mu's shape {m.shape}, got {flip_cost.shape}")
+    if positions and variant != "exact":
+        raise ValueError("positions: the per-position power model needs variant='exact'")
+    return Tables(d, m, r, m_max, model, flip_cost, positions), method, variant, iter_max
 
 
 def assemble(tab: Tables, method, variant, k, v, orders, bit_order, base, base_sum, p_tot, gamma, extra_warnings=()):

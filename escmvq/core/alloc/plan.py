@@ -23,9 +23,13 @@ class Plan:
     method, variant : how it was made ("jcap"/"jcamp", "exact"/"paper").
     p_tot, gamma : the budget it was made for.
     n_target : T = N*B / rate, the symbol count the rate constraint asks for.
-    state_index : position on the greedy trajectory (see ``escmvq.core.alloc.allocator``).
+    state_index : position on the greedy trajectory (see ``escmvq.core.alloc.allocator``);
+        negative for the erasure states below the all-sent cheapest state.
     distortion : sum_i D[codebooks[i], i], the objective (35a).
     warnings : tuple of str; each way the plan leaves the budget or misses a BER target.
+    sent_bits : None (every bit is sent), or the number of bits sent when the plan erases
+        sub-vectors (``codebooks[i] == V``): only the first ``sent_bits`` entries of
+        ``bit_order`` are carried, and ``orders`` may hold 0 (an unused channel use).
 
     Treat a plan as read-only (it is not frozen, to keep construction cheap).
     """
@@ -42,6 +46,7 @@ class Plan:
     state_index: int
     distortion: float
     warnings: tuple = field(default=())
+    sent_bits: int | None = None
 
     @property
     def n_symbols(self) -> int:
@@ -50,7 +55,7 @@ class Plan:
 
     @property
     def valid(self) -> bool:
-        """True when the plan honours the channel: exactly T symbols, sum(orders) == N*B,
+        """True when the plan honours the channel: exactly T symbols, sum(orders) == the bits sent,
         powers >= 0 and sum(powers) == p_tot (to 1e-9 relative)."""
         return not self.problems()
 
@@ -58,8 +63,9 @@ class Plan:
         out = []
         if self.orders.size != self.n_target:
             out.append(f"forms {self.orders.size} symbols, the rate needs T = {self.n_target}")
-        if int(self.orders.sum()) != self.bit_order.size:
-            out.append(f"sum(orders) = {int(self.orders.sum())} != N*B = {self.bit_order.size}")
+        want = self.bit_order.size if self.sent_bits is None else self.sent_bits
+        if int(self.orders.sum()) != want:
+            out.append(f"sum(orders) = {int(self.orders.sum())} != {want} bits to send")
         if self.powers.size and self.powers.min() < 0:
             out.append(f"negative power (min {self.powers.min():.4g})")
         s = float(np.sum(self.powers))

@@ -64,7 +64,14 @@ import math
 
 import numpy as np
 
+from .. import ber as _ber
 from .validate import ORDERS
+
+
+def _round_sig(x: np.ndarray, digits: int) -> np.ndarray:
+    """``x`` (> 0) rounded to ``digits`` significant digits (a deterministic sort key)."""
+    e = np.floor(np.log10(x))
+    return np.round(x / 10.0**e, digits - 1) * 10.0**e
 
 __all__ = ["Tables", "JcapWalker", "JcampPaperWalker", "JcampExactWalker", "make_walker", "stop_index", "paper_grouping"]
 
@@ -75,7 +82,9 @@ class Tables:
     distortion : [V, N] float64; mu : [V, N, B] float64; rate, m_max : int; model: BerModel.
     """
 
-    def __init__(self, distortion: np.ndarray, mu: np.ndarray, rate: int, m_max: int, model):
+    def __init__(self, distortion: np.ndarray, mu: np.ndarray, rate: int, m_max: int, model, flip_cost=None,
+                 positions: bool = False):
+        self.positions = bool(positions)
         self.D = distortion
         self.mu = mu
         self.V, self.N, self.B = mu.shape
@@ -97,7 +106,14 @@ class Tables:
         # global sort key of (v, flat bit) by (mu, flat bit): one counting-free sort per state
         mu_flat = mu.reshape(self.V, self.NB)
         flat = np.broadcast_to(self.ar_nb, (self.V, self.NB))
-        order = np.lexsort((flat.ravel(), mu_flat.ravel()))
+        if flip_cost is None:
+            order = np.lexsort((flat.ravel(), mu_flat.ravel()))
+        else:
+            # position-aware: among bits whose mu agree to 3 significant digits (trained mu sit
+            # on their floors up to ~1e-4 relative noise), the costliest flip first, so that
+            # within a symbol it lands on the most reliable position (the I/Q sign bits)
+            fc = np.asarray(flip_cost, np.float64).reshape(self.V, self.NB)
+            order = np.lexsort((flat.ravel(), -fc.ravel(), _round_sig(mu_flat.ravel(), 3)))
         rank = np.empty(self.V * self.NB, np.int32)
         rank[order] = np.arange(order.size, dtype=np.int32)
         self.rank_key = rank.reshape(self.V, self.NB)
@@ -114,12 +130,24 @@ class Tables:
         return self.mu[v[self.i_of_bit], self.i_of_bit, self.j_of_bit]
 
     def group_powers(self, v: np.ndarray, orders: np.ndarray, bit_order: np.ndarray):
-        """Actual per-unit-gamma symbol powers ``eps^-1(mu_bar_t; m_t)`` (46) and their fsum."""
-        mus = self.mu_state(v)[bit_order]
-        starts = np.concatenate(([0], np.cumsum(orders)[:-1]))
-        mbar = np.add.reduceat(mus, starts) / orders
-        base = np.asarray(self.model.power(np.minimum(mbar, 0.5), orders), np.float64)
+        """Actual per-unit-gamma symbol powers and their fsum (see :meth:`symbol_powers`)."""
+        base = self.symbol_powers(self.mu_state(v)[bit_order], orders)
         return base, math.fsum(base.tolist())
+
+    def symbol_powers(self, mus: np.ndarray, orders: np.ndarray) -> np.ndarray:
+        """mus : [sum(orders)] float64, the targets of the bits in frame order; orders : [T'] > 0.
+        Returns [T'] float64: ``eps^-1(mu_bar_t; m_t)`` (46), or with ``positions`` the least
+        power at which every bit meets its own target on its own Gray position."""
+        starts = np.concatenate(([0], np.cumsum(orders)[:-1])).astype(np.int64)
+        if not self.positions:
+            mbar = np.add.reduceat(mus, starts) / orders
+            return np.asarray(self.model.power(np.minimum(mbar, 0.5), orders), np.float64)
+        base = np.empty(orders.size)
+        for m in self.orders:
+            t = np.flatnonzero(orders == m)
+            if t.size:
+                base[t] = _ber.power_positions(mus[starts[t, None] + np.arange(m)], m)
+        return base
 
     def score(self, gain: np.ndarray, dp: np.ndarray, eligible: np.ndarray) -> np.ndarray:
         """Ratio of (41)/(51): distortion drop per unit of extra power. A move that costs no

@@ -1,0 +1,154 @@
+"""The documented tie rules of the allocators (escmvq.core.alloc.walkers), pinned on
+tie-heavy tables: argmax/argmin take the lowest index; bits are sorted by
+(mu, flat bit index i*B + j); (P2) swaps only on a strict gain (``p+ < p-``).
+
+The Allocator and the iterative functions share the walkers, so comparing them cannot
+catch a changed tie rule (issue 18); these tests compare against the rule itself."""
+import math
+
+import numpy as np
+import pytest
+
+from escmvq.core import ber
+from escmvq.core.alloc import Allocator, jcamp, jcap, jcap_literal
+from escmvq.core.alloc.walkers import JcampPaperWalker, Tables
+
+COMBOS = [("jcap", "exact"), ("jcap", "paper"), ("jcamp", "exact"), ("jcamp", "paper")]
+
+
+def tie_tables(rng, V=3, N=6, B=4, levels=(0.004, 0.01, 0.03, 0.08)):
+    """mu from a handful of values (many exact ties between bits), codebook v's mu >= v-1's."""
+    mu = np.sort(rng.choice(levels, (V, N, B)), axis=0)
+    D = np.cumsum(np.full((V, N), 0.5), axis=0)
+    return D, mu
+
+
+def expected_bit_order(mu, codebooks):
+    """Flat bits i*B + j sorted by (mu of the bit under the assignment, flat index)."""
+    V, N, B = mu.shape
+    m = mu[np.asarray(codebooks)[:, None], np.arange(N)[:, None], np.arange(B)[None, :]].ravel()
+    return np.array(sorted(range(N * B), key=lambda b: (m[b], b)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bits_sorted_by_mu_then_lowest_flat_index(seed):
+    rng = np.random.default_rng(seed)
+    D, mu = tie_tables(rng)
+    tab = Tables(D, mu, 4, 8, ber.EQ33)
+    for _ in range(5):
+        v = rng.integers(0, mu.shape[0], mu.shape[1])
+        np.testing.assert_array_equal(tab.sorted_bits(v), expected_bit_order(mu, v))
+    # every plan of JCAP and JCAMP-exact lays its bits out in that order; JCAMP-paper at
+    # its first state (all orders R, before any (P2) swap) too
+    for method, variant in COMBOS:
+        A = Allocator(D, mu, rate=4, method=method, variant=variant)
+        budgets = [(1e-9, 1.0)] if (method, variant) == ("jcamp", "paper") else \
+            [(float(t) * f, 1.0) for t in A.thresholds for f in (1.0, 1.5)]
+        for p, g in budgets:
+            plan = A.plan(p, g)
+            np.testing.assert_array_equal(plan.bit_order, expected_bit_order(mu, plan.codebooks), err_msg=f"{method}/{variant}")
+
+
+def test_all_equal_mu_keeps_the_natural_bit_order():
+    D = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    mu = np.full((2, 3, 4), 0.02)
+    for method, variant in COMBOS:
+        plan = (jcap if method == "jcap" else jcamp)(D, mu, 1e-6, 1.0, rate=4, variant=variant)
+        np.testing.assert_array_equal(plan.bit_order, np.arange(12), err_msg=f"{method}/{variant}")
+    np.testing.assert_array_equal(jcap_literal(D, mu, 1e-6, 1.0).bit_order, np.arange(12))
+
+
+def greedy_path(D, mu, rate):
+    """Algorithm 3's codebook trajectory written out with the documented rule: the largest
+    ratio (51) wins and, among equal ratios, the lowest sub-vector index."""
+    V, N, _ = mu.shape
+    rowP = ber.EQ33.power(mu, rate).sum(axis=2)
+    v = [V - 1] * N
+    path = [tuple(v)]
+    while True:
+        best, best_i = -math.inf, None
+        for i in range(N):
+            if v[i] == 0:
+                continue
+            dp = rowP[v[i] - 1, i] - rowP[v[i], i]
+            s = math.inf if dp <= 0 else (D[v[i], i] - D[v[i] - 1, i]) / dp
+            if s > best:  # strict: an equal later index does not replace an earlier one
+                best, best_i = s, i
+        if best_i is None:
+            return np.array(path)
+        v[best_i] -= 1
+        path.append(tuple(v))
+
+
+@pytest.mark.parametrize("method,variant", COMBOS)
+def test_identical_subvectors_move_lowest_index_first(method, variant):
+    """N identical sub-vectors: every ratio ties, so the trajectory moves sub-vector 0 first,
+    then 1, ... (JCAMP's (P1) ranks by the same ratio in the exact variant; in the paper
+    variant by (41) at the current orders, which are all R until a swap)."""
+    V, N, B = 4, 5, 4
+    mu = np.broadcast_to(np.array([0.002, 0.01, 0.04, 0.12])[:, None, None], (V, N, B)).copy()
+    D = np.broadcast_to(np.array([1.0, 1.5, 2.5, 4.0])[:, None], (V, N)).copy()
+    cbs = Allocator(D, mu, rate=4, method=method, variant=variant).state()["traj_codebooks"]
+    want = greedy_path(D, mu, 4)
+    if (method, variant) == ("jcamp", "paper"):
+        want = want[:2]  # after the first step (P2) changes orders and (41) with it
+    np.testing.assert_array_equal(cbs[: len(want)], want)
+    np.testing.assert_array_equal(cbs[1], [V - 2] + [V - 1] * (N - 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jcap_trajectory_follows_the_rule_on_tie_heavy_tables(seed):
+    rng = np.random.default_rng(100 + seed)
+    V, N, B = 3, 8, 4
+    mu = np.sort(rng.choice([0.004, 0.02, 0.06], (V, N, B)), axis=0)
+    mu[:, N // 2:] = mu[:, : N // 2]  # duplicated sub-vectors: exact ties of (51)
+    D = np.round(np.cumsum(rng.uniform(0.2, 1.0, (V, N)), axis=0), 1)
+    D[:, N // 2:] = D[:, : N // 2]
+    want = greedy_path(D, mu, 4)
+    for variant in ("exact", "paper"):
+        np.testing.assert_array_equal(Allocator(D, mu, rate=4, method="jcap", variant=variant).state()["traj_codebooks"], want)
+        np.testing.assert_array_equal(Allocator(D, mu, rate=4, method="jcamp", variant="exact").state()["traj_codebooks"], want)
+
+
+def _two_bit_walker(iter_max):
+    """One sub-vector of two bits with equal mu, at orders 16-QAM and 64-QAM: moving bit 0
+    up and bit 1 down just exchanges their orders, so (43)-(44) tie exactly (p+ == p-)."""
+    tab = Tables(np.ones((1, 1)), np.full((1, 1, 2), 0.01), 4, 8, ber.EQ33)
+    w = JcampPaperWalker(tab, iter_max)
+    w.mo[:] = [tab.ri, tab.ri + 1]
+    w._derive()
+    return w, tab
+
+
+@pytest.mark.parametrize("iter_max", [1, 2, 3, 1000])
+def test_paper_p2_does_not_swap_on_a_tie(iter_max):
+    w, tab = _two_bit_walker(iter_max)
+    a, b = int(np.argmin(w.up)), int(np.argmax(w.down))
+    assert (a, b) == (0, 1) and w.up[a] == w.down[b]  # the tie (not merely close)
+    w._p2()
+    np.testing.assert_array_equal(w.mo, [tab.ri, tab.ri + 1])
+
+
+def test_paper_p2_swaps_on_a_strict_gain():
+    # bit 1 at 64-QAM with a lower mu than bit 0 at 16-QAM: moving it down saves more than
+    # moving bit 0 up costs -> one swap, then the exchanged state ties and stops
+    tab = Tables(np.ones((1, 1)), np.array([[[0.05, 0.001]]]), 4, 8, ber.EQ33)
+    w = JcampPaperWalker(tab, 1000)
+    w.mo[:] = [tab.ri, tab.ri + 1]
+    w._derive()
+    before = w.cost()
+    assert w.up[0] < w.down[1]
+    w._p2()
+    np.testing.assert_array_equal(w.mo, [tab.ri + 1, tab.ri])
+    assert w.cost() < before
+
+
+@pytest.mark.parametrize("iter_max,want", [(1, [1, 0, -1, 0]), (2, [1, 1, -1, -1])])
+def test_paper_p2_ties_between_bits_go_to_the_lowest_index(iter_max, want):
+    """(43) argmin of p+ and (44) argmax of p- over bits with equal mu and order: the
+    lowest flat index is moved first."""
+    tab = Tables(np.ones((1, 1)), np.array([[[0.05, 0.05, 0.001, 0.001]]]), 4, 8, ber.EQ33)
+    w = JcampPaperWalker(tab, iter_max)
+    assert w.up[0] == w.up[1] and w.down[2] == w.down[3] and w.up[0] < w.down[2]
+    w._p2()
+    np.testing.assert_array_equal(w.mo - tab.ri, want)

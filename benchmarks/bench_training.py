@@ -7,6 +7,14 @@ resident memory (ru_maxrss) is its own. A few iterations each, on random 32x32 b
 of the preset's batch size; prints a table and writes JSON.
 
     python benchmarks/bench_training.py --presets cpu paper --iters 10 --warmup 3 --threads 2 --out benchmarks/results/training.json
+
+Issue 14's trainer options (``--options``), each in its own process on the given presets:
+``default`` (Algorithm 1), ``commit-clean``, ``enc-grad-1``, ``gray`` (Gray flips and
+erasures), ``joint`` (all V decoded every step from the start: stage V's cost from step 0)
+and ``joint-draw`` (one codebook per sample: one decoder pass). The joint schedules only
+run stage V; the others every requested stage.
+
+    python benchmarks/bench_training.py --presets cpu --options default commit-clean enc-grad-1 gray joint joint-draw --stages 1 5 --iters 6 --warmup 2 --out benchmarks/results/training_options.json
 """
 from __future__ import annotations
 
@@ -24,7 +32,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[int]) -> dict:
+OPTIONS = {
+    "default": {},
+    "commit-clean": {"commit_clean": True},
+    "enc-grad-1": {"encoder_grad_codebooks": 1},
+    "gray": {"noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.1, 0.3)},
+    "joint": {"schedule": "joint"},
+    "joint-draw": {"schedule": "joint-draw"},
+}
+
+
+def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[int], option: str = "default") -> dict:
     import torch
 
     from escmvq.training import quantizer as Q
@@ -33,6 +51,12 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
 
     torch.set_num_threads(threads)
     p = get_preset(preset_name)
+    kw = dict(OPTIONS[option])
+    if "erase_prob" in kw and p.V != 5:
+        kw["erase_prob"] = (0.0,) * (p.V - 1) + (0.3,)
+    p = p.replace(**kw)
+    if p.schedule != "sequential":
+        stages = [p.V]  # a joint schedule runs stage V from the first step
     model = ESCMVQ(p)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -56,7 +80,7 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
         med = times[len(times) // 2]
         rows.append({"stage": v, "batch": p.batch_size, "step_ms_median": 1e3 * med,
                      "step_ms_min": 1e3 * times[0], "images_per_s": p.batch_size / med})
-    return {"preset": preset_name, "hidden": p.hidden, "res_hidden": p.res_hidden,
+    return {"preset": preset_name, "option": option, "hidden": p.hidden, "res_hidden": p.res_hidden,
             "params": sum(t.numel() for t in model.parameters()),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stages": rows}
 
@@ -68,37 +92,41 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--options", nargs="+", default=["default"], choices=sorted(OPTIONS),
+                    help="issue-14 trainer options to measure, each in its own process")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.json"))
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_option", default="default", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
-        print(json.dumps(child(a._child, a.iters, a.warmup, a.threads, a.stages)))
+        print(json.dumps(child(a._child, a.iters, a.warmup, a.threads, a.stages, a._option)))
         return 0
     load_before = os.getloadavg()[0]
     results = []
     for name in a.presets:
-        cmd = [sys.executable, __file__, "--_child", name, "--iters", str(a.iters), "--warmup", str(a.warmup),
-               "--threads", str(a.threads), "--stages", *map(str, a.stages)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"error: preset {name} failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
-            return 1
-        results.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        for opt in a.options:
+            cmd = [sys.executable, __file__, "--_child", name, "--_option", opt, "--iters", str(a.iters),
+                   "--warmup", str(a.warmup), "--threads", str(a.threads), "--stages", *map(str, a.stages)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"error: preset {name} option {opt} failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
+                return 1
+            results.append(json.loads(r.stdout.strip().splitlines()[-1]))
     from rich.console import Console
     from rich.table import Table
 
     tab = Table(title=f"ESC-MVQ training throughput ({a.threads} threads, {a.iters} iters, median step)")
-    for c in ("preset", "stage", "batch", "step ms", "images/s", "peak RSS MiB"):
+    for c in ("preset", "option", "stage", "batch", "step ms", "images/s", "peak RSS MiB"):
         tab.add_column(c, justify="right")
     for res in results:
         for r in res["stages"]:
-            tab.add_row(res["preset"], str(r["stage"]), str(r["batch"]), f"{r['step_ms_median']:.0f}",
+            tab.add_row(res["preset"], res.get("option", "default"), str(r["stage"]), str(r["batch"]), f"{r['step_ms_median']:.0f}",
                         f"{r['images_per_s']:.0f}", f"{res['peak_rss_mib']:.0f}")
     Console().print(tab)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
-                               "threads": a.threads, "iters": a.iters, "warmup": a.warmup, "results": results,
+                               "threads": a.threads, "iters": a.iters, "options": a.options, "warmup": a.warmup, "results": results,
                                "load_avg_1min_before": load_before, "cpus": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

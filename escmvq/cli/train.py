@@ -41,6 +41,26 @@ def train_cmd(
     mu_raw_min: Optional[float] = typer.Option(
         None, "--mu-raw-min", help="keep raw >= this in mu = mu_min + (0.5 - mu_min) * sigmoid(raw), so a mu "
         "at its floor can still rise (e.g. -6; default: the preset's, unbounded)"),
+    commit_clean: bool = typer.Option(
+        False, "--commit-clean", help="commitment to the clean nearest codeword, not the channel-corrupted sample"),
+    encoder_grad_codebooks: Optional[int] = typer.Option(
+        None, "--encoder-grad-codebooks", help="only codebooks 1..K send gradient (d0, commitment) into the encoder"),
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule", help="sequential (Algorithm 1), joint (all V decoded every step from the start) or "
+        "joint-draw (one codebook drawn per sample); joint runs the sum of --epochs as one stage"),
+    joint_init: Optional[str] = typer.Option(
+        None, "--joint-init", help="joint schedules: codebooks 2..V copied from 1 ('copy') or data-initialised ('data')"),
+    noise: Optional[str] = typer.Option(
+        None, "--noise", help="bsc (i.i.d. flips at mu) or gray (per-position Gray 16-QAM BER, erasures by --erase-prob)"),
+    erase_prob: Optional[str] = typer.Option(
+        None, "--erase-prob", help="--noise gray: probability per codebook that a sub-vector is erased, e.g. '0,0,0,0,0.3'"),
+    mu_min: Optional[str] = typer.Option(
+        None, "--mu-min", help="floors of mu per codebook, e.g. '0.0005,0.002,0.01,0.05,0.2'"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="network/codebook learning rate (default: the preset's)"),
+    tau0: Optional[float] = typer.Option(None, "--tau0", help="initial Gumbel-Softmax temperature (default: the preset's)"),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="fine-tune: start from this checkpoint's weights (mu clipped to the floors), with a "
+        "fresh optimizer and schedule; codebooks are not re-initialised or copied"),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
         "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
@@ -72,6 +92,20 @@ def train_cmd(
             kw["steps_per_epoch"] = steps_per_epoch
         if mu_raw_min is not None:
             kw["mu_raw_min"] = mu_raw_min
+        if commit_clean:
+            kw["commit_clean"] = True
+        if encoder_grad_codebooks is not None:
+            kw["encoder_grad_codebooks"] = encoder_grad_codebooks
+        for name, val in (("schedule", schedule), ("joint_init", joint_init), ("noise", noise),
+                          ("lr", lr), ("tau0", tau0)):
+            if val is not None:
+                kw[name] = val
+        for name, val in (("erase_prob", erase_prob), ("mu_min", mu_min)):
+            if val is not None:
+                try:
+                    kw[name] = tuple(float(v) for v in val.split(","))
+                except ValueError:
+                    raise ValueError(f"--{name.replace('_', '-')}: expected comma-separated numbers, got {val!r}") from None
         if kw:
             p = p.replace(**kw)
     except ValueError as e:
@@ -92,6 +126,8 @@ def train_cmd(
         _fail(console, str(e))
     if resume and not (out / "last.ckpt").is_file():
         _fail(console, f"--resume: no checkpoint at {out / 'last.ckpt'}")
+    if init_from is not None and not init_from.is_file():
+        _fail(console, f"--init-from: no checkpoint at {init_from}")
     torch.set_num_threads(threads)
     ddp.setup("gloo")
     from escmvq.training.trainer import TrainConfig, compute_distortion, train
@@ -101,7 +137,7 @@ def train_cmd(
         preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
         threads=threads, log_every=log_every, distortion_images=distortion_images,
         dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        epochs_override=kw.get("epochs_per_stage"),
+        epochs_override=kw.get("epochs_per_stage"), init_from=init_from,
         console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
                                                          "stage_share": list(shares)},
     )

@@ -1,4 +1,4 @@
-"""Thin adapter to the allocators of ``escmvq.runtime`` (issue 2), the single place the
+"""Thin adapter to the allocators of ``escmvq.runtime``, the single place the
 transmitter, receiver and exporter touch them.
 
 Both sides of a link derive a plan from ``(P_tot, gamma)`` alone (footnote 2):
@@ -23,7 +23,7 @@ def gamma_of(h, noise_var: float) -> np.ndarray:
 
 
 def _allocator_cls():
-    from escmvq.runtime import Allocator  # noqa: PLC0415 - issue 2's public API (lazy: no import cycle)
+    from escmvq.runtime import Allocator  # noqa: PLC0415 - the public API (lazy: no import cycle)
 
     return Allocator
 

@@ -42,7 +42,7 @@ def draw_h(rng: np.random.Generator, n: int, channel: str, per_image: bool = Fal
 
 
 def apply_channel(x: np.ndarray, h: np.ndarray, rng: np.random.Generator, noise_var: float) -> np.ndarray:
-    """``y = h x + n`` (x already carries sqrt(p_t)) via issue 2's channel."""
+    """``y = h x + n`` (x already carries sqrt(p_t)) via ``core.channels.apply``."""
     from escmvq.core import channels
 
     return np.asarray(channels.apply(x, h, np.ones(x.shape[1], np.float64), rng, noise_var=noise_var), np.complex64)

@@ -10,7 +10,7 @@ image (``u16 name length | name utf-8 | .tx frame``), 2 = end of stream, 3 = the
 receiver's acknowledgement (JSON), 4 = the receiver's greeting (JSON), sent when it
 starts serving a transmitter.
 
-Robustness (issue 15):
+Robustness:
 
 - The receiver binds its socket path only if nothing is there or a *stale* socket is (a
   socket file nobody answers on); a regular file, a folder or a socket a live receiver

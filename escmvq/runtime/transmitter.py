@@ -22,7 +22,7 @@ __all__ = ["Transmitter", "TxResult", "send_subvectors", "snr_to_ptot"]
 
 
 def snr_to_ptot(snr_db: float, n_bits: int, noise_var: float = 1.0) -> float:
-    """Eq. (53): ``P_tot = N*B * sigma^2 * 10^(SNR/10)`` (via issue 2's helper)."""
+    """Eq. (53): ``P_tot = N*B * sigma^2 * 10^(SNR/10)`` (via ``core.channels.snr_db_to_ptot``)."""
     from escmvq.core.channels import snr_db_to_ptot
 
     return float(snr_db_to_ptot(float(snr_db), int(n_bits), noise_var=float(noise_var)))

@@ -23,9 +23,13 @@ def d0_per_codebook(xh: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return ((xh - x[None]) ** 2).flatten(1).mean(1)
 
 
-def d1(z: torch.Tensor, z_sample: torch.Tensor, beta: float) -> torch.Tensor:
-    """Codebook term (gradient to codebooks and mu) + beta * commitment (gradient to the encoder)."""
-    return F.mse_loss(z_sample, z.detach()) + beta * F.mse_loss(z, z_sample.detach())
+def d1(z: torch.Tensor, z_sample: torch.Tensor, beta: float, commit_to: torch.Tensor | None = None) -> torch.Tensor:
+    """Codebook term (gradient to codebooks and mu) + beta * commitment (gradient to the encoder).
+
+    ``commit_to``: the commitment's target (e.g. the clean nearest codeword, preset
+    ``commit_clean``) instead of the sample; ``None`` keeps the paper's ``sg(z~)``."""
+    target = z_sample if commit_to is None else commit_to
+    return F.mse_loss(z_sample, z.detach()) + beta * F.mse_loss(z, target.detach())
 
 
 def regulariser(mu: torch.Tensor, kind: str = "xlogx") -> torch.Tensor:

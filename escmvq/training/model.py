@@ -15,6 +15,8 @@ lambda^(u) R(mu^(u)) (22). The v decoder passes run as one batch.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,6 +26,21 @@ from escmvq.training import quantizer as Q
 from escmvq.training.presets import Preset
 
 __all__ = ["ESCMVQ", "Encoder", "Decoder"]
+
+@functools.lru_cache(maxsize=1)
+def _gray_ratio_table():
+    """``(log mu grid, r_s)``: the exact BER of Gray 16-QAM's strong (sign) bit over the
+    average BER mu, at the symbol SNR where the average is mu (escmvq.core.ber)."""
+    import numpy as np
+
+    from escmvq.core.ber import GrayQamExact
+
+    g = GrayQamExact()
+    mu = np.exp(np.linspace(np.log(1e-8), np.log(0.5), 400))
+    q = g.power(mu, 4)
+    pos = g.ber_positions(q, 4)  # [n, 4]: strong, strong, weak, weak
+    r = np.where(mu < 0.5, pos[:, 0] / mu, 1.0)
+    return torch.from_numpy(np.log(mu)), torch.from_numpy(r)
 
 
 class ResBlock(nn.Module):
@@ -157,6 +174,12 @@ class ESCMVQ(nn.Module):
 
         Returns ``(loss, stats)``; ``stats`` holds detached per-codebook ``d0``, ``d1``, ``R``,
         ``mse`` (normalised units) and the hard labels ``idx [v, b, N]``.
+
+        Options of the preset (all off by default, i.e. the paper's Algorithm 1):
+        ``commit_clean`` (commitment to the nearest codeword), ``encoder_grad_codebooks``
+        (codebooks above it send no gradient into the encoder), ``schedule == "joint-draw"``
+        (each sample decoded through one codebook drawn with (27)'s weights), ``noise ==
+        "gray"`` (per-position Gray 16-QAM flips and erasures to the batch-mean latent).
         """
         p = self.preset
         z = self.encoder(x)
@@ -165,24 +188,43 @@ class ESCMVQ(nn.Module):
         if zs.shape[1] != p.N:
             raise ValueError(f"latent has {zs.shape[1]} sub-vectors, the model's mu expects N={p.N}")
         mu = self.mu()
+        k_enc = stage if p.encoder_grad_codebooks is None else p.encoder_grad_codebooks
+        gray = p.noise == "gray"
+        zmean = zs.detach().mean(0) if gray else None  # [N, D]: the receiver's substitute of an erased sub-vector
         zts, idxs, d1s, Rs = [], [], [], []
         for u in range(stage):
             cb = self.codebooks[u]
             with torch.no_grad():
                 idx = Q.nearest(zs.detach(), cb)
-            logp = Q.transition_logprob(idx, mu[u], self.bits)
+            mu_u = self._gray_mu(mu[u], b, generator) if gray else mu[u]
+            logp = Q.transition_logprob(idx, mu_u, self.bits)
             e = Q.gumbel_softmax(logp, tau, generator)  # [b, N, K]
             zt = e @ cb  # sample (25), [b, N, D]
-            d1 = L.d1(zs, zt, p.beta)
+            z_enc = zs if u < k_enc else zs.detach()  # codebooks > k: nothing reaches the encoder
+            d1 = L.d1(z_enc, zt, p.beta, cb[idx] if p.commit_clean else None)
             R = L.regulariser(mu[u], p.regulariser) if p.mu_fixed is None else zs.new_zeros(())  # (22)
-            zhat = zs + (zt - zs).detach()  # (14)
+            zhat = z_enc + (zt - z_enc).detach()  # (14)
+            if gray and p.erase_prob is not None and p.erase_prob[u] > 0:
+                er = torch.rand(b, p.N, generator=generator) < p.erase_prob[u]
+                zhat = torch.where(er[..., None], zmean[None].expand_as(zhat), zhat)
             zts.append(Q.from_subvectors(zhat, h, w))
             idxs.append(idx)
             d1s.append(d1)
             Rs.append(R)
-        xh = self.decoder(torch.cat(zts, 0)).reshape(stage, *x.shape)
-        d0s = L.d0_per_codebook(xh, x)  # [stage]
-        loss = L.multi_codebook_loss(d0s, torch.stack(d1s), torch.stack(Rs), p.lambdas, p.eta)  # (27)-(29)
+        if p.schedule == "joint-draw":
+            wts = L.stage_weights(stage, p.eta, zs.dtype)
+            draw = torch.multinomial(wts, b, replacement=True, generator=generator)  # [b]
+            zin = torch.stack(zts, 0)[draw, torch.arange(b)]
+            err = ((self.decoder(zin) - x) ** 2).flatten(1).mean(1)  # [b]
+            onehot = F.one_hot(draw, stage).to(err.dtype)  # [b, stage]
+            d0s = (onehot * err[:, None].detach()).sum(0) / onehot.sum(0).clamp_min(1.0)
+            lam = torch.tensor(list(p.lambdas)[:stage], dtype=err.dtype)
+            # the drawn d0 is an unbiased estimate of (27)'s weighted d0 sum
+            loss = err.mean() + (wts * (torch.stack(d1s) + lam * torch.stack(Rs))).sum()
+        else:
+            xh = self.decoder(torch.cat(zts, 0)).reshape(stage, *x.shape)
+            d0s = L.d0_per_codebook(xh, x)  # [stage]
+            loss = L.multi_codebook_loss(d0s, torch.stack(d1s), torch.stack(Rs), p.lambdas, p.eta)  # (27)-(29)
         stats = {
             "d0": d0s.detach(),
             "d1": torch.stack(d1s).detach(),
@@ -191,6 +233,21 @@ class ESCMVQ(nn.Module):
             "z": z.detach(),
         }
         return loss, stats
+
+    def _gray_mu(self, mu: torch.Tensor, b: int, generator) -> torch.Tensor:
+        """Per-sample flip probabilities ``[b, N, B]`` of ``noise="gray"``: each bit lands on a
+        random Gray 16-QAM position, strong (sign) or weak with probability 1/2, whose exact BER
+        at the power meeting ``mu`` on average is ``mu * r_s(mu)`` or ``mu * (2 - r_s(mu))``
+        (``r_s`` interpolated from a table, detached: the gradient to mu is the ratio)."""
+        grid, rs = _gray_ratio_table()
+        with torch.no_grad():
+            lm = torch.log(mu.detach().double().clamp(1e-8, 0.5))
+            pos = torch.searchsorted(grid, lm.reshape(-1)).clamp(1, grid.numel() - 1)
+            t = (lm.reshape(-1) - grid[pos - 1]) / (grid[pos] - grid[pos - 1])
+            r = (rs[pos - 1] + t * (rs[pos] - rs[pos - 1])).reshape(mu.shape).to(mu.dtype)
+            strong = torch.rand((b, *mu.shape), generator=generator) < 0.5
+            ratio = torch.where(strong, r[None], 2.0 - r[None])
+        return (mu[None] * ratio).clamp(max=0.5)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, v: int, flip_mu: torch.Tensor | None = None,

@@ -61,7 +61,7 @@ class Preset:
     dead_min_frac: float = 0.03  # ... or fewer than this fraction of the uniform share (window/K)
     # evaluation during training
     eval_images: int = 1000
-    # baselines of Sec. V (issue 5); the defaults are ESC-MVQ
+    # baselines of Sec. V; the defaults are ESC-MVQ
     quantizer: str = "vq"  # "vq": learned codebooks; "sq": fixed uniform 2^B levels on a tanh latent
     sq_channels: int = 3  # sq only: latent channels, each entry one B-bit scalar
     mu_fixed: float | None = None  # BSC+VQ / BSC+SQ: constant, non-trainable bit-flip probability
@@ -70,6 +70,26 @@ class Preset:
     # step and when a codebook is copied (None = unbounded, as the shipped model was trained:
     # its floored mu drifted to raw -10..-18, where sigmoid' < 5e-5 and mu can hardly come back)
     mu_raw_min: float | None = None
+    # ---- robustness options (the defaults are Algorithm 1 as in the paper) ----
+    # commitment beta ||z - sg(.)||^2 to the clean nearest codeword z_q (23) instead of the
+    # channel-corrupted Gumbel sample z~ (25); the codebook term stays on the sample
+    commit_clean: bool = False
+    # only codebooks 1..k send gradient (d0 through (14), and the commitment) into the
+    # encoder; the others train the decoder, their codebooks and mu only (None = all)
+    encoder_grad_codebooks: int | None = None
+    # "sequential": Algorithm 1's stages; "joint": all V codebooks decoded every step from
+    # the start (one stage, all epochs); "joint-draw": all V from the start, but each
+    # sample decoded through one codebook drawn with (27)'s weights eta^u (one decoder pass)
+    schedule: str = "sequential"
+    # joint schedules: codebooks 2..V start as copies of codebook 1 ("copy") or from their
+    # own random encoder outputs ("data")
+    joint_init: str = "copy"
+    # channel model of the training sample: "bsc" (24) at mu; "gray": each bit flipped with
+    # the exact Gray 16-QAM BER of a random bit position (strong/weak) at the power that
+    # meets mu on average, and sub-vectors erased (decoder input := batch-mean latent, as the
+    # runtime's receiver does) with probability erase_prob[u] per codebook
+    noise: str = "bsc"
+    erase_prob: tuple[float, ...] | None = None
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -116,6 +136,16 @@ class Preset:
             raise ValueError(f"preset {self.name}: mu_raw_min must lie in [-50, 0)")
         if self.regulariser not in ("xlogx", "mse-half"):
             raise ValueError(f"preset {self.name}: regulariser must be 'xlogx' or 'mse-half'")
+        if self.encoder_grad_codebooks is not None and not 1 <= self.encoder_grad_codebooks <= V:
+            raise ValueError(f"preset {self.name}: encoder_grad_codebooks must be None or 1..V={V}")
+        if self.schedule not in ("sequential", "joint", "joint-draw"):
+            raise ValueError(f"preset {self.name}: schedule must be 'sequential', 'joint' or 'joint-draw'")
+        if self.joint_init not in ("copy", "data"):
+            raise ValueError(f"preset {self.name}: joint_init must be 'copy' or 'data'")
+        if self.noise not in ("bsc", "gray"):
+            raise ValueError(f"preset {self.name}: noise must be 'bsc' or 'gray'")
+        if self.erase_prob is not None and (len(self.erase_prob) != V or any(not 0 <= e < 1 for e in self.erase_prob)):
+            raise ValueError(f"preset {self.name}: erase_prob needs V={V} entries in [0, 1)")
         return self
 
     def replace(self, **kw) -> "Preset":

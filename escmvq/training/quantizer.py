@@ -58,16 +58,19 @@ def nearest(zs: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 def transition_logprob(sent: torch.Tensor, mu: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Log of (24): ``sent [b, N]`` labels, ``mu [N, B]``, ``table [K, B]`` -> ``[b, N, K]``.
+    """Log of (24): ``sent [b, N]`` labels, ``mu [N, B]`` (or per sample ``[b, N, B]``),
+    ``table [K, B]`` -> ``[b, N, K]``.
 
     Differentiable in ``mu``. ``log p(k|q) = sum_j log(1-mu_j) + sum_j (b_j(k) xor b_j(q)) logit(mu_j)``
     and ``xor = b(k) + b(q) - 2 b(k) b(q)``.
     """
-    logit = torch.log(mu) - torch.log1p(-mu)  # [N, B]
-    base = torch.log1p(-mu).sum(-1)  # [N]
+    if mu.dim() == 2:
+        mu = mu[None]
+    logit = torch.log(mu) - torch.log1p(-mu)  # [1 or b, N, B]
+    base = torch.log1p(-mu).sum(-1)  # [1 or b, N]
     bq = table[sent]  # [b, N, B]
-    w = logit[None] * (1.0 - 2.0 * bq)  # [b, N, B]
-    const = base[None] + (bq * logit[None]).sum(-1)  # [b, N]
+    w = logit * (1.0 - 2.0 * bq)  # [b, N, B]
+    const = base + (bq * logit).sum(-1)  # [b, N]
     return w @ table.t() + const[..., None]
 
 

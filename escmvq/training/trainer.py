@@ -29,7 +29,7 @@ from escmvq.training.model import ESCMVQ
 from escmvq.training.presets import Preset
 
 __all__ = ["TrainConfig", "train", "psnr_per_image", "to_input", "encode_all", "compute_distortion",
-           "DEFAULT_STAGE_SHARE"]
+           "DEFAULT_STAGE_SHARE", "init_weights_from"]
 
 # Share of a wall-clock budget per stage (stage v costs about 1 + v network passes per step).
 DEFAULT_STAGE_SHARE = (0.7, 0.075, 0.075, 0.075, 0.075)  # models/cifar10-cpu.ckpt (run v3)
@@ -50,6 +50,10 @@ class TrainConfig:
     dead_restart: bool | None = None  # None: preset's setting
     data_init: bool | None = None
     epochs_override: tuple[int, ...] | None = None  # applied on --resume too
+    # fine-tune: load the weights (encoder, decoder, codebooks, mu clipped up to this preset's
+    # floors) of this checkpoint, then run a fresh schedule (new optimizer, step 0) without
+    # re-initialising or copying codebooks at the stage starts
+    init_from: Path | None = None
     progress: bool = True
     console: object = None
     extra: dict = field(default_factory=dict)
@@ -170,6 +174,15 @@ def train(cfg: TrainConfig) -> dict:
         return torch.optim.Adam(groups)
 
     opt = make_opt(model)
+    if cfg.init_from is not None and not cfg.resume:
+        norm = init_weights_from(model, cfg.init_from)
+        mean = torch.tensor(norm["mean"], dtype=torch.float32)
+        std = torch.tensor(norm["std"], dtype=torch.float32)
+        opt = make_opt(model)
+        log(f"weights from {cfg.init_from} (fresh schedule, codebooks kept)")
+    joint = preset.schedule != "sequential"
+    if joint and not cfg.resume:
+        stage = preset.V  # one stage: every codebook from the start
     if "command" in cfg.extra and not cfg.resume:
         cfg.extra["commands"] = [cfg.extra["command"]]
     if cfg.resume:
@@ -180,6 +193,7 @@ def train(cfg: TrainConfig) -> dict:
         if tuple(ck["preset"]["image_size"]) != tuple(preset.image_size):
             raise ValueError(f"--resume: checkpoint image size {ck['preset']['image_size']} != dataset {preset.image_size}")
         preset = model.preset
+        joint = preset.schedule != "sequential"
         if cfg.epochs_override is not None:
             preset = preset.replace(epochs_per_stage=tuple(cfg.epochs_override))
             model.preset = preset
@@ -230,6 +244,7 @@ def train(cfg: TrainConfig) -> dict:
             optimizer=opt.state_dict(),
             rng={"gumbel": gen.get_state(), "data": data_gen.get_state()},
             dead_restart=dead_restart, data_init=data_init,
+            init_from=str(cfg.init_from) if cfg.init_from is not None else None,
         )
         extra.update(cfg.extra)
         save_checkpoint(last, model, preset, **extra)
@@ -245,7 +260,11 @@ def train(cfg: TrainConfig) -> dict:
     ctx = progress if progress is not None else nullcontext()
     log(f"preset {preset.name}: hidden {preset.hidden}, N={preset.N}, K={preset.K}, V={preset.V}, "
         f"batch {per_rank}x{world}, {steps_per_epoch} steps/epoch, epochs/stage {list(preset.epochs_per_stage)}"
-        + (f", budget {cfg.budget_minutes:g} min (shares {list(shares)})" if budget_s else ""))
+        + (f", budget {cfg.budget_minutes:g} min (shares {list(shares)})" if budget_s else "")
+        + (f", schedule {preset.schedule}" if joint else ""))
+
+    def stage_epochs(st: int) -> int:
+        return preset.total_epochs if joint else preset.epochs_per_stage[st - 1]
 
     with ctx:
         while stage <= preset.V:
@@ -255,23 +274,31 @@ def train(cfg: TrainConfig) -> dict:
                     break
             if epoch == 0 and (resumed is None or resumed != (stage, 0)):
                 # stage start (Algorithm 1)
-                if stage == 1:
+                if cfg.init_from is not None:
+                    pass  # fine-tune: the loaded codebooks stay
+                elif stage == 1 or joint:
                     if data_init:
                         idx = torch.randperm(n_train, generator=data_gen)[: max(per_rank, 256)]
                         with torch.no_grad():
                             z = model.encoder(to_input(train_u8[idx], mean, std))
                         model.init_codebook_from_data(z, 0, gen)
+                        if joint and preset.joint_init == "data":
+                            for v in range(1, stage):
+                                model.init_codebook_from_data(z, v, gen)
+                    if joint and not (data_init and preset.joint_init == "data"):
+                        for v in range(1, stage):
+                            model.copy_codebook(v - 1, v)
                 else:
                     model.copy_codebook(stage - 2, stage - 1)
                 if world > 1:
                     dist.broadcast(model.codebooks.data, 0)
                     dist.broadcast(model.mu_raw.data, 0)
                 log(f"[bold]stage {stage}/{preset.V}[/bold]: codebooks 1..{stage}, lambda={preset.lambdas[stage - 1]}, "
-                    f"mu_min={preset.mu_min[stage - 1]}" + (" (codebook and mu copied from stage-1)" if stage > 1 else ""))
+                    f"mu_min={preset.mu_min[stage - 1]}" + (" (codebook and mu copied from stage-1)" if stage > 1 and not joint and cfg.init_from is None else ""))
             resumed = None
-            stage_budget = budget_s * shares[stage - 1] if budget_s else None
+            stage_budget = (budget_s if joint else budget_s * shares[stage - 1]) if budget_s else None
             budget_hit = False
-            while epoch < preset.epochs_per_stage[stage - 1]:
+            while epoch < stage_epochs(stage):
                 perm = torch.randperm(n_train, generator=data_gen)
                 counts = torch.zeros(stage, preset.K, dtype=torch.long)
                 ep_counts = torch.zeros(stage, preset.K, dtype=torch.long)
@@ -344,7 +371,7 @@ def train(cfg: TrainConfig) -> dict:
                 history.append(rec)
                 if rank == 0:
                     log(_epoch_line(rec))
-                done = budget_hit or epoch >= preset.epochs_per_stage[stage - 1]
+                done = budget_hit or epoch >= stage_epochs(stage)
                 save(stage, epoch, done)
                 if budget_hit:
                     log(f"stage {stage}: wall-clock share used ({stage_elapsed[stage - 1] / 60:.1f} min), next stage")
@@ -355,6 +382,32 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         summary["final"] = history[-1] if history else None
     return {"model": model, "preset": preset, "normalisation": norm, "summary": summary, "last": last}
+
+
+def init_weights_from(model: ESCMVQ, path) -> dict:
+    """Load a checkpoint's weights into ``model`` (same architecture; its preset may differ
+    in training options and floors): encoder, decoder, codebooks, and mu clipped up to
+    ``1.01 * model.preset.mu_min``. Returns the checkpoint's normalisation."""
+    from escmvq.training.checkpoint import DEFAULT_NORMALISATION
+
+    src, ck = load_checkpoint(path)
+    ps, pm = src.preset, model.preset
+    for f in ("hidden", "res_hidden", "res_blocks", "D", "B", "V", "quantizer", "sq_channels"):
+        if getattr(ps, f) != getattr(pm, f):
+            raise ValueError(f"--init-from: checkpoint {f}={getattr(ps, f)!r} != preset {getattr(pm, f)!r}")
+    if ps.N != pm.N:
+        raise ValueError(f"--init-from: checkpoint N={ps.N} != {pm.N} (image size)")
+    with torch.no_grad():
+        model.encoder.load_state_dict(src.encoder.state_dict())
+        model.decoder.load_state_dict(src.decoder.state_dict())
+        model.codebooks.data.copy_(src.codebooks.data)
+        mu = src.mu()
+        for v in range(pm.V):
+            m = float(model.mu_min[v])
+            model.mu_raw.data[v] = Q.raw_from_mu(mu[v].clamp_min(1.01 * m), m)
+        model.bound_mu_raw()
+    model.train()
+    return ck.get("normalisation") or DEFAULT_NORMALISATION
 
 
 def _progress(preset: Preset, stage_elapsed, budget_s, history) -> float:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Evaluation throughput: images x realisations per second per method, and the projected
-time of the full Fig. 5 sweep (issue 5's target: all methods, 11 SNR points, the 10,000
+time of the full Fig. 5 sweep (target: all methods, 11 SNR points, the 10,000
 CIFAR-10 test images, one fading realisation each, under 30 minutes on the 2-core machine).
 
     python benchmarks/bench_eval.py --bundle escmvq/models/default --images 512 \

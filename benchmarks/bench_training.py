@@ -8,7 +8,7 @@ of the preset's batch size; prints a table and writes JSON.
 
     python benchmarks/bench_training.py --presets cpu paper --iters 10 --warmup 3 --threads 2 --out benchmarks/results/training.json
 
-Issue 14's trainer options (``--options``), each in its own process on the given presets:
+The trainer's robustness options (``--options``), each in its own process on the given presets:
 ``default`` (Algorithm 1), ``commit-clean``, ``enc-grad-1``, ``gray`` (Gray flips and
 erasures), ``joint`` (all V decoded every step from the start: stage V's cost from step 0)
 and ``joint-draw`` (one codebook per sample: one decoder pass). The joint schedules only
@@ -93,7 +93,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--options", nargs="+", default=["default"], choices=sorted(OPTIONS),
-                    help="issue-14 trainer options to measure, each in its own process")
+                    help="trainer robustness options to measure, each in its own process")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training.json"))
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_option", default="default", help=argparse.SUPPRESS)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing with mutmut (issue 18): how many one-line bugs do the tests catch?
+# Mutation testing with mutmut: how many one-line bugs do the tests catch?
 #
 #   benchmarks/mutation.sh                      # core, runtime and training (hours; not run in CI)
 #   benchmarks/mutation.sh training             # one package

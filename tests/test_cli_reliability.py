@@ -1,4 +1,4 @@
-"""Issue 15: the CLI used the way an adversarial user would (the stream receiver's socket,
+"""The CLI used the way an adversarial user would (the stream receiver's socket,
 CRC-valid absurd frames, busy receivers, clashing output names, oversized images, SIGTERM,
 usage errors, default outputs) and the memory a large image needs.
 

@@ -155,7 +155,7 @@ def test_exact_beats_or_matches_paper_and_paper_reports():
         for g in (0.3, 1.0, 2.0):
             pa, pb = al["jcamp", "exact"].plan(p_tot, g), al["jcap", "exact"].plan(p_tot, g)
             assert pa.state_index >= pb.state_index and pa.distortion <= pb.distortion + 1e-12
-    assert saw_negative and saw_count  # NOTES.md: both flaws show up on trained-like tables
+    assert saw_negative and saw_count  # both flaws of the literal algorithms show up on trained-like tables
 
 
 def test_plan_bytes_and_persistence(tmp_path):

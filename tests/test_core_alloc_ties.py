@@ -3,7 +3,7 @@ tie-heavy tables: argmax/argmin take the lowest index; bits are sorted by
 (mu, flat bit index i*B + j); (P2) swaps only on a strict gain (``p+ < p-``).
 
 The Allocator and the iterative functions share the walkers, so comparing them cannot
-catch a changed tie rule (issue 18); these tests compare against the rule itself."""
+catch a changed tie rule; these tests compare against the rule itself."""
 import math
 
 import numpy as np

@@ -108,7 +108,7 @@ def test_distortion_grows_with_mu():
     assert all(a < b for a, b in zip(d, d[1:]))
 
 
-# ------------- input checks, messages and precision (issue 18: mutmut survivors) -------------
+# ------------- input checks, messages and precision (mutants that survived earlier) -------------
 def test_layout_and_bit_table_input_checks():
     with pytest.raises(ValueError, match=r"z: expected \[batch, D, h, w\], got shape \(2, 3, 4\)"):
         pvq.to_subvectors(np.zeros((2, 3, 4)))

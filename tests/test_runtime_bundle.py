@@ -90,7 +90,7 @@ def test_silent_cpu_fallback_refused(bundle_dir, monkeypatch):
     assert make_session(bundle_dir / "encoder.onnx", device="cpu").get_providers()[0] == "CPUExecutionProvider"
 
 
-# ------------------------- every listed file is verified (issue 18) -------------------------
+# ------------------------- every listed file is verified -------------------------
 def _manifest(path: Path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 

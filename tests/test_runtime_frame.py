@@ -139,7 +139,7 @@ def test_fuzz_mutated_frames(edits, cut, fix_crc):
         assert f.to_bytes() == data
 
 
-# ------------------------- numeric header fields and h (issue 18) -------------------------
+# ------------------------- numeric header fields and h -------------------------
 HEADER = struct.Struct("<8sHBB32sdddIIHHIII")
 
 
@@ -304,7 +304,7 @@ def test_fuzz_absurd_h_sigma_and_budget(p_tot, noise_var, hr, hi, kind):
     _valid_or_frame_error(raw_frame(kind=kind, p_tot=p_tot, noise_var=noise_var, h=h))
 
 
-# --------------------- boundaries and messages (issue 18: mutmut survivors) ---------------------
+# --------------------- boundaries and messages (mutants that survived earlier) ---------------------
 def test_to_bytes_writes_complex64_whatever_the_array_dtype():
     f = make_frame()
     wide = replace(f, h=f.h.astype(np.complex128), samples=f.samples.astype(np.complex128))

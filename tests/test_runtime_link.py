@@ -128,8 +128,8 @@ def test_gamma_is_h_squared_over_noise_variance():
 def test_noise_variance_other_than_one(txrx, tiles, noise_var):
     """sigma^2 != 1: P_tot = L sigma^2 10^(SNR/10) (53) and gamma = |h|^2/sigma^2, so at the
     same SNR the plans equal those of sigma^2 = 1; the transmitter uses the allocator's plan
-    for |h|^2/sigma^2 and the receiver derives the same one (issue 18: a receiver planning
-    with sigma^2 = 1 agreed with the transmitter on 40-79% of tiles)."""
+    for |h|^2/sigma^2 and the receiver derives the same one (a receiver planning
+    with sigma^2 = 1 would agree with the transmitter on 40-79% of tiles)."""
     from escmvq.runtime.link import apply_channel, draw_h
 
     tx, rx = txrx

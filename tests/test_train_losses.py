@@ -1,5 +1,5 @@
 """The loss terms of escmvq.training.losses called directly: values and gradients
-(issue 18: the regulariser's sign and d1's stop-gradients were unguarded)."""
+(the regulariser's sign and d1's stop-gradients are otherwise unguarded)."""
 import math
 
 import pytest

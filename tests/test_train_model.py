@@ -7,6 +7,7 @@ torch.set_num_threads(1)
 
 from escmvq.training.model import ESCMVQ  # noqa: E402
 from escmvq.training.presets import PRESET_NAMES, get_preset  # noqa: E402
+from train_helpers import run_keeping_latent  # noqa: E402
 
 
 @pytest.fixture()
@@ -100,25 +101,16 @@ def test_decoder_sees_the_sample_and_encoder_gets_its_gradient(tiny, monkeypatch
         seen["zhat"] = inputs[0]
 
     tiny.decoder.register_forward_pre_hook(spy)
-    z_out = {}
-
-    def keep(module, inputs, out):
-        out.retain_grad()
-        z_out["z"] = out
-
-    tiny.encoder.register_forward_hook(keep)
-    x = torch.randn(2, 3, 32, 32)
-    loss, st = tiny(x, 1, 0.5, torch.Generator().manual_seed(0))
-    loss.backward()
+    loss, st, z = run_keeping_latent(tiny, torch.randn(2, 3, 32, 32))
     # the same Gumbel draw, recomputed: the decoder's input equals the sample z~ (25)
     with torch.no_grad():
-        zs = Q.to_subvectors(z_out["z"])
+        zs = Q.to_subvectors(z)
         logp = Q.transition_logprob(st["idx"][0], tiny.mu()[0], tiny.bits)
         zt = Q.gumbel_softmax(logp, 0.5, torch.Generator().manual_seed(0)) @ tiny.codebooks[0]
     assert torch.allclose(seen["zhat"].detach(), Q.from_subvectors(zt, 8, 8), atol=1e-6)
-    assert not torch.allclose(seen["zhat"].detach(), z_out["z"].detach(), atol=1e-3)  # not z itself
-    assert torch.allclose(z_out["z"].grad, seen["zhat"].grad, atol=1e-9)
-    assert float(z_out["z"].grad.abs().sum()) > 0
+    assert not torch.allclose(seen["zhat"].detach(), z.detach(), atol=1e-3)  # not z itself
+    assert torch.allclose(z.grad, seen["zhat"].grad, atol=1e-9)
+    assert float(z.grad.abs().sum()) > 0
 
 
 def test_copy_codebook_follows_algorithm_1(tiny):
@@ -148,7 +140,7 @@ def test_reconstruct_with_half_flip_probability_changes_labels(tiny):
     assert np.isfinite(noisy.numpy()).all()
 
 
-# ---------------- construction details the shape tests do not see (issue 18, mutmut) ----------------
+# ---------------- construction details the shape tests do not see (mutants that survived earlier) ----------------
 def test_resblock_adds_the_residual_branch():
     from escmvq.training.model import ResBlock
 

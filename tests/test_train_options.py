@@ -1,4 +1,4 @@
-"""Issue 14's trainer options on the ``tiny`` preset: commitment to the clean codeword, an
+"""The trainer's robustness options on the ``tiny`` preset: commitment to the clean codeword, an
 encoder shielded from the noisy codebooks, joint schedules, Gray/erasure noise, and the
 ``--init-from`` fine-tune. Every option is off by default (the paper's Algorithm 1)."""
 import dataclasses
@@ -13,6 +13,7 @@ torch.set_num_threads(1)
 from escmvq.training import quantizer as Q  # noqa: E402
 from escmvq.training.model import ESCMVQ  # noqa: E402
 from escmvq.training.presets import get_preset  # noqa: E402
+from train_helpers import run_keeping_latent  # noqa: E402
 
 
 def _model(**kw):
@@ -82,20 +83,11 @@ def test_commit_clean_gradient_pulls_encoder_to_nearest_codeword(monkeypatch):
     m = _model(commit_clean=True)
     _noisy(m)
     _loss_of(monkeypatch, lambda d0s, d1s, Rs: d1s.sum())
-    z_out = {}
-
-    def keep(module, inputs, out):
-        out.retain_grad()
-        z_out["z"] = out
-
-    m.encoder.register_forward_hook(keep)
-    x = torch.randn(2, 3, 32, 32)
-    loss, st = m(x, 1, 0.5, torch.Generator().manual_seed(0))
-    loss.backward()
-    z = z_out["z"].detach()
+    loss, st, z_enc = run_keeping_latent(m, torch.randn(2, 3, 32, 32))
+    z = z_enc.detach()
     zq = Q.from_subvectors(m.codebooks[0][st["idx"][0]].detach(), 8, 8)
     want = m.preset.beta * 2 * (z - zq) / z.numel()
-    assert torch.allclose(z_out["z"].grad, want, atol=1e-9)
+    assert torch.allclose(z_enc.grad, want, atol=1e-9)
 
 
 @pytest.mark.parametrize("k", [None, 1, 2])

@@ -6,8 +6,8 @@ allocator's powers are "power per unit gamma" and scale with ``1/gamma``.
 
 Models (all satisfy :class:`BerModel`):
 
-- :class:`Eq33` (default): the paper's approximation (33) with ``erfc`` (NOTES.md:
-  the paper writes ``erf``), ``eps(q; m) = a erfc(x) + b erfc(3x)``,
+- :class:`Eq33` (default): the paper's approximation (33) with ``erfc`` (the paper
+  writes ``erf``, but only the complementary function gives a BER that falls with power), ``eps(q; m) = a erfc(x) + b erfc(3x)``,
   ``x = sqrt(3 q / (2 (2^m - 1)))``, ``a = (sqrt(M)-1)/(sqrt(M) log2 sqrt(M))``,
   ``b = (sqrt(M)-2)/(sqrt(M) log2 sqrt(M))``.
 - :class:`GrayQamExact`: exact BER of Gray square QAM in AWGN, per bit position
@@ -197,7 +197,7 @@ class _ErfcSum:
 
 
 class Eq33(_ErfcSum):
-    """The paper's BER approximation (33) (with erfc, per NOTES.md). Default model."""
+    """The paper's BER approximation (33) (with erfc: the paper's ``erf`` is a typo). Default model."""
 
     name = "eq33"
 

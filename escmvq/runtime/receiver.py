@@ -94,10 +94,15 @@ class Receiver:
         self._B = int(self.bundle.model["B"])
         self._N = int(self.bundle.model["N"])
         has_prior = self.bundle.label_prior is not None
-        self._soft = soft.SoftTables(self.bundle.codebooks, self.bundle.label_prior if self.prior else None,
-                                     self.bundle.latent_mean, self._N)
-        if decoding == "soft" and self.prior and not has_prior:
-            _warn_no_prior(self.bundle)
+        prior_table = self.bundle.label_prior if self.prior else None
+        if decoding == "soft":  # the posterior tables are built only for the receiver that uses them
+            self._soft = soft.SoftTables(self.bundle.codebooks, prior_table, self.bundle.latent_mean, self._N)
+            self._subst = self._soft.subst
+            if self.prior and not has_prior:
+                _warn_no_prior(self.bundle)
+        else:
+            self._subst = soft.substitutes(self.bundle.codebooks, soft.log_prior_table(prior_table),
+                                           self.bundle.latent_mean, self._N)
 
     @property
     def settings(self) -> dict:
@@ -105,7 +110,7 @@ class Receiver:
         ("bundle" | "uniform (bundle has none)" | "off"; None for hard decoding)."""
         out = dict(self.requested)
         if self.decoding == "soft":
-            out["prior"] = "off" if not self.prior else ("bundle" if self._soft.log_prior is not None
+            out["prior"] = "off" if not self.prior else ("bundle" if self.bundle.label_prior is not None
                                                          else "uniform (bundle has none)")
         return out
 
@@ -137,7 +142,7 @@ class Receiver:
             bits = demodulate(channels.equalize(y, h, powers), orders, bit_order)
             labels = pvq.bits_to_index(bits.reshape(b, -1, self._B))
             t2 = time.perf_counter()
-            zs, labels = soft.decode_hard(labels, cbs, self.bundle.codebooks, self._soft.subst)
+            zs, labels = soft.decode_hard(labels, cbs, self.bundle.codebooks, self._subst)
         else:
             llr = self._llrs(y, h, powers, orders, bit_order, noise_var)
             t2 = time.perf_counter()

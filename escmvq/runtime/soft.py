@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from escmvq.core import pvq
+from escmvq.runtime.quantize import dequantize
 
 __all__ = ["SOFT_ESTIMATES", "label_signs", "log_prior_table", "label_log_posterior", "split_codebooks",
            "half_log_weights", "mmse_uniform", "mmse_prior_rows", "mmse_prior_batched", "prior_tensor",
@@ -305,9 +306,7 @@ def decode_soft(llr: np.ndarray, cbs: np.ndarray, tables: SoftTables, estimate: 
         else:
             zs = mmse_uniform(flat, cb.ravel(), tables.split).reshape(b, N, D)
     if gone.any():
-        rows, idx = np.nonzero(gone)
-        zs[rows, idx] = tables.subst[idx]
-        labels = np.where(gone, -1, labels)
+        zs, labels = _substitute(zs, labels, gone, tables.subst)
     return zs, labels
 
 
@@ -319,8 +318,13 @@ def decode_hard(labels: np.ndarray, cbs: np.ndarray, codebooks: np.ndarray, subs
     V = codebooks.shape[0]
     gone = cbs == V
     if not gone.any():
-        return codebooks[cbs, labels], labels
-    zs = codebooks[np.where(gone, 0, cbs), labels]
+        return dequantize(labels, codebooks, cbs), labels
+    return _substitute(dequantize(labels, codebooks, np.where(gone, 0, cbs)), labels, gone, subst)
+
+
+def _substitute(zs: np.ndarray, labels: np.ndarray, gone: np.ndarray, subst: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``zs [b, N, D]`` with ``subst[i]`` where ``gone [b, N]`` (not sent), labels -1 there."""
     rows, idx = np.nonzero(gone)
     zs[rows, idx] = subst[idx]
     return zs, np.where(gone, -1, labels)

@@ -1,7 +1,7 @@
 """Precomputed allocator: the greedy trajectory once, then microsecond look-ups.
 
-NOTES.md: every decision of Algorithms 2/3 depends on ``(P_tot, gamma)`` only through
-``b = P_tot * gamma`` (see :mod:`escmvq.core.alloc.walkers`). :class:`Allocator` walks
+Every decision of Algorithms 2/3 compares powers that all scale with ``1/gamma``, so it
+depends on ``(P_tot, gamma)`` only through ``b = P_tot * gamma`` (see :mod:`escmvq.core.alloc.walkers`). :class:`Allocator` walks
 the whole trajectory at construction (budget = +inf), records for every state ``k``
 its codebook vector, its modulation (order counts or per-bit orders), its cost and the
 per-unit-gamma symbol powers, and keeps ``thresholds = running max of the costs``.
@@ -146,20 +146,16 @@ class Allocator:
             a["mo"] = np.asarray(mos, np.int8)
         if not (method == "jcamp" and variant == "paper"):
             # per-state symbol powers per unit gamma, batched
-            mbars, ords = [], []
+            mus_rows, ords = [], []  # per state: the bits' targets in frame order, the orders
             for k in range(K1):
                 v = a["codebooks"][k].astype(np.int64)
-                orders = self._orders_of(k, a)
-                bo = tab.sorted_bits(v)
-                mus = tab.mu_state(v)[bo]
-                starts = np.concatenate(([0], np.cumsum(orders)[:-1]))
-                mbars.append(np.minimum(np.add.reduceat(mus, starts) / orders, 0.5))
-                ords.append(orders)
+                mus_rows.append(tab.mu_state(v)[tab.sorted_bits(v)])
+                ords.append(self._orders_of(k, a))
             if tab.positions:  # per-position powers, each distinct (mu, m, position) solved once
-                mus_rows = [tab.mu_state(a["codebooks"][k].astype(np.int64))[
-                    tab.sorted_bits(a["codebooks"][k].astype(np.int64))] for k in range(K1)]
                 base = _batched_position_powers(mus_rows, ords)
-            else:
+            else:  # (46): the mean target of each symbol's bits
+                mbars = [np.minimum(np.add.reduceat(mus, np.concatenate(([0], np.cumsum(o)[:-1]))) / o, 0.5)
+                         for mus, o in zip(mus_rows, ords)]
                 base = _batched_group_powers(tab.model, mbars, ords)
             a["base"] = np.asarray(base, np.float64)
             a["base_sum"] = np.array([math.fsum(r.tolist()) for r in base])

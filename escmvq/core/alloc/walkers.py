@@ -10,7 +10,7 @@ budget; only where the loop stops depends on ``b = P_tot * gamma``:
     while cost(state_k) <= b:            # the loop condition of Alg. 2/3
         if no move is left: stop at k
         state_{k+1} = step(state_k)
-    undo the last step -> state_{k-1}   (NOTES.md: the undo lines follow the loop)
+    undo the last step -> state_{k-1}   (the algorithms' undo lines run after the loop)
 
 so the result is ``state[max(k_first_over - 1, 0)]`` with ``k_first_over`` the first
 state whose cost exceeds ``b`` (or the last state if none does). The iterative
@@ -30,7 +30,8 @@ Variants
 symbol power ``eps^-1(mu_ij; m_ij)`` and the loop compares the sum over all N*B bits
 with P_tot; (P2) swaps +2/-2 on single bits under the bit-averaged rate (37d); the
 post-processing groups bits as Algorithm 2 does (leftovers at m_max) and (47) spreads
-the gap. Measured flaws are kept and reported on the plan (NOTES.md), plus one more:
+the gap. Their flaws (more or fewer than T symbols, negative powers) are kept and
+reported on the plan, plus one more:
 the sum over bits counts each symbol's power once per bit it carries (about R times),
 so the paper loop stops while most of P_tot is still unused (spread by (47)).
 

@@ -304,7 +304,8 @@ def test_cli_flags_reach_the_preset(tmp_path):
     args = ["train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(d), "--out", str(tmp_path / "run"),
             "--threads", "1", "--commit-clean", "--encoder-grad-codebooks", "1", "--schedule", "joint-draw",
             "--noise", "gray", "--erase-prob", "0,0,0,0,0.2", "--mu-min", "0.0005,0.002,0.01,0.05,0.2",
-            "--lr", "0.0003", "--tau0", "0.25", "--epochs", "0,0,0,0,1", "--init-from", str(ck)]
+            "--lr", "0.0003", "--tau0", "0.25", "--epochs", "0,0,0,0,1", "--decoder-cond", "codebook",
+            "--cond-mix", "0.2", "--init-from", str(ck)]
     r = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output + repr(r.exception)
     m, c = load_checkpoint(tmp_path / "run" / "final.ckpt")
@@ -312,6 +313,7 @@ def test_cli_flags_reach_the_preset(tmp_path):
     assert (p.commit_clean, p.encoder_grad_codebooks, p.schedule, p.noise) == (True, 1, "joint-draw", "gray")
     assert p.erase_prob == (0, 0, 0, 0, 0.2) and p.mu_min == (0.0005, 0.002, 0.01, 0.05, 0.2)
     assert (p.lr, p.tau0) == (0.0003, 0.25) and c["init_from"] == str(ck)
+    assert (p.decoder_cond, p.cond_mix) == ("codebook", 0.2) and m.decoder.cond_channels == p.V + 1
     r = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "missing.ckpt")], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "--init-from" in r.output
     assert dataclasses.asdict(p)["schedule"] == "joint-draw"

@@ -56,6 +56,12 @@ def train_cmd(
         None, "--erase-prob", help="--noise gray: probability per codebook that a sub-vector is erased, e.g. '0,0,0,0,0.3'"),
     mu_min: Optional[str] = typer.Option(
         None, "--mu-min", help="floors of mu per codebook, e.g. '0.0005,0.002,0.01,0.05,0.2'"),
+    decoder_cond: Optional[str] = typer.Option(
+        None, "--decoder-cond", help="'codebook': reliability-aware decoder fed the map of the codebook each sub-vector "
+        "came on (V = not sent), as the receiver knows it from the plan"),
+    cond_mix: Optional[float] = typer.Option(
+        None, "--cond-mix", help="--decoder-cond: probability that a sub-vector of a decoder pass comes from a random "
+        "codebook of the stage (mixed maps, as the allocator makes)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="network/codebook learning rate (default: the preset's)"),
     tau0: Optional[float] = typer.Option(None, "--tau0", help="initial Gumbel-Softmax temperature (default: the preset's)"),
     init_from: Optional[Path] = typer.Option(
@@ -97,7 +103,7 @@ def train_cmd(
         if encoder_grad_codebooks is not None:
             kw["encoder_grad_codebooks"] = encoder_grad_codebooks
         for name, val in (("schedule", schedule), ("joint_init", joint_init), ("noise", noise),
-                          ("lr", lr), ("tau0", tau0)):
+                          ("lr", lr), ("tau0", tau0), ("decoder_cond", decoder_cond), ("cond_mix", cond_mix)):
             if val is not None:
                 kw[name] = val
         for name, val in (("erase_prob", erase_prob), ("mu_min", mu_min)):

@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "to_subvectors",
     "from_subvectors",
+    "codebook_map",
     "bit_table",
     "index_to_bits",
     "bits_to_index",
@@ -49,6 +50,19 @@ def from_subvectors(zs: np.ndarray, h: int, w: int) -> np.ndarray:
         raise ValueError(f"zs: expected [batch, {h * w}, D], got shape {zs.shape}")
     b, _, d = zs.shape
     return np.ascontiguousarray(zs.reshape(b, h, w, d).transpose(0, 3, 1, 2))
+
+
+def codebook_map(codebooks: np.ndarray, V: int, h: int, w: int) -> np.ndarray:
+    """The reliability-aware decoder's second input: ``codebooks : [batch, N] int`` (the
+    codebook of each sub-vector, ``V`` = not sent) -> one-hot ``[batch, V+1, h, w]`` float32,
+    laid out like the latent (:func:`from_subvectors`)."""
+    c = np.asarray(codebooks)
+    if c.ndim != 2 or c.shape[1] != h * w:
+        raise ValueError(f"codebooks: expected [batch, {h * w}], got shape {c.shape}")
+    if c.size and (c.min() < 0 or c.max() > V):
+        raise ValueError(f"codebooks: indices must lie in 0..{V} (V = not sent)")
+    onehot = (c[..., None] == np.arange(V + 1)).astype(np.float32)  # [b, N, V+1]
+    return from_subvectors(onehot, h, w)
 
 
 def bit_table(B: int) -> np.ndarray:

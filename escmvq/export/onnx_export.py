@@ -38,7 +38,8 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """z [b, D, h, w] -> x01_hat [b, 3, 4h, 4w]; ``out * std + mean`` folded in (no clamp)."""
+    """z [b, D, h, w] (, cond [b, V+1, h, w] for a reliability-aware decoder) -> x01_hat
+    [b, 3, 4h, 4w]; ``out * std + mean`` folded in (no clamp)."""
 
     def __init__(self, decoder: nn.Module, mean, std):
         super().__init__()
@@ -46,21 +47,25 @@ class DecoderGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, z):
-        return self.decoder(z) * self.std + self.mean
+    def forward(self, z, *cond):
+        return self.decoder(z, *cond) * self.std + self.mean
 
 
-def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-                 opset: int = MAX_OPSET, metadata: dict[str, str] | None = None) -> dict:
-    """Export ``module`` with dynamic batch/H/W; returns a description for the manifest."""
+def export_graph(module: nn.Module, example: torch.Tensor | tuple, path: Path, input_name: str | tuple[str, ...],
+                 output_name: str, opset: int = MAX_OPSET, metadata: dict[str, str] | None = None) -> dict:
+    """Export ``module`` with dynamic batch/H/W (every input and the output); ``example`` and
+    ``input_name`` are one tensor and name or tuples of them. Returns a description for the
+    manifest."""
     module = module.eval()
+    examples = example if isinstance(example, tuple) else (example,)
+    names = [input_name] if isinstance(input_name, str) else list(input_name)
     dyn = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: dyn, output_name: dyn}, do_constant_folding=True,
+            module, examples, str(path), dynamo=False, opset_version=opset,
+            input_names=names, output_names=[output_name],
+            dynamic_axes={**{n: dyn for n in names}, output_name: dyn}, do_constant_folding=True,
         )
     return check_graph(path, opset, metadata)
 
@@ -94,10 +99,12 @@ def check_graph(path: Path, max_opset: int = MAX_OPSET, metadata: dict[str, str]
     }
 
 
-def torch_forward(module: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Run a graph module in PyTorch eager on a numpy batch (reference for the self-check)."""
+def torch_forward(module: nn.Module, x: np.ndarray, *more: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Run a graph module in PyTorch eager on a numpy batch (reference for the self-check);
+    ``more``: further inputs with the same batch size (the decoder's codebook map)."""
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out.append(module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).numpy())
+            args = [torch.from_numpy(np.ascontiguousarray(a[i:i + batch])) for a in (x, *more)]
+            out.append(module(*args).numpy())
     return np.concatenate(out)

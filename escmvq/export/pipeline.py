@@ -57,6 +57,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     from escmvq.export.verify import self_check
     from escmvq.runtime.alloc_adapter import make_allocator
     from escmvq.runtime.backends import make_session
+    from escmvq.runtime.bundle import decoder_feed
     from escmvq.training.checkpoint import load_checkpoint
 
     out = Path(out)
@@ -95,6 +96,11 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
 
     enc_graph = EncoderGraph(model.encoder, mean, std).eval()
     dec_graph = DecoderGraph(model.decoder, mean, std).eval()
+    C = preset.cond_channels  # reliability-aware decoder: second input cond [b, V+1, h, w]
+    dec_example = (torch.zeros(1, D, h, w), torch.zeros(1, C, h, w)) if C else torch.zeros(1, D, h, w)
+    dec_inputs = ("z", "cond") if C else "z"
+    dec_role = ("decoder: z [b,D,h,w], cond [b,V+1,h,w] (one-hot codebook of each sub-vector, V = not sent) "
+                "-> x01_hat [b,3,4h,4w]") if C else "decoder: z [b,D,h,w] -> x01_hat [b,3,4h,4w]"
 
     distortion = ckpt.get("distortion")
     if distortion is None:
@@ -113,8 +119,8 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         onnx_info = {
             "encoder.onnx": export_graph(enc_graph, torch.from_numpy(check[:1]), tmp / "encoder.onnx", "x01", "z",
                                          opset, {**meta, "escmvq.role": "encoder: x01 [b,3,H,W] in [0,1] -> z [b,D,H/4,W/4]"}),
-            "decoder.onnx": export_graph(dec_graph, torch.zeros(1, D, h, w), tmp / "decoder.onnx", "z", "x01_hat",
-                                         opset, {**meta, "escmvq.role": "decoder: z [b,D,h,w] -> x01_hat [b,3,4h,4w]"}),
+            "decoder.onnx": export_graph(dec_graph, dec_example, tmp / "decoder.onnx", dec_inputs, "x01_hat",
+                                         opset, {**meta, "escmvq.role": dec_role}),
         }
         log(f"exported ONNX (opset {onnx_info['encoder.onnx']['opset']}, dynamic batch/height/width)")
 
@@ -159,10 +165,12 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
 
             quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx", "x01", calib)
             zc = pvq.to_subvectors(enc_sess.run(None, {"x01": calib})[0])
-            zq = np.concatenate([pvq.from_subvectors(codebooks[v][pvq.nearest_codeword(zc, codebooks[v])], h, w)
-                                 for v in range(V)]).astype(np.float32)
-            quantize_int8(tmp / "decoder.onnx", tmp / "decoder.int8.onnx", "z", zq[rng.permutation(len(zq))[:len(calib)]])
-            int8_info = _int8_cost(tmp, enc_sess, dec_sess, check, codebooks, h, w)
+            feeds = [decoder_feed(pvq.from_subvectors(codebooks[v][pvq.nearest_codeword(zc, codebooks[v])], h, w),
+                                  v, V, bool(C)) for v in range(V)]
+            sel = rng.permutation(len(zc) * V)[:len(calib)]
+            quantize_int8(tmp / "decoder.onnx", tmp / "decoder.int8.onnx", "z",
+                          {k: np.concatenate([f[k] for f in feeds])[sel] for k in feeds[0]})
+            int8_info = _int8_cost(tmp, enc_sess, dec_sess, check, codebooks, h, w, bool(C))
             int8_info["calibration_tiles"] = int(len(calib))
             log(f"int8: PSNR {int8_info['psnr_fp32_db']:.2f} dB (fp32) -> {int8_info['psnr_int8_db']:.2f} dB (int8), "
                 f"cost {int8_info['psnr_cost_db']:.2f} dB (codebook 1, no bit errors, {n_check} held-out tiles)")
@@ -175,7 +183,9 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                 "encoder.fp16.engine": build_engine(tmp / "encoder.onnx", tmp / "encoder.fp16.engine", "x01",
                                                     (1, 3, th, tw), (1, 3, th, tw), (256, 3, th, tw)),
                 "decoder.fp16.engine": build_engine(tmp / "decoder.onnx", tmp / "decoder.fp16.engine", "z",
-                                                    (1, D, h, w), (1, D, h, w), (256, D, h, w)),
+                                                    (1, D, h, w), (1, D, h, w), (256, D, h, w),
+                                                    extra_inputs={"cond": ((1, C, h, w), (1, C, h, w), (256, C, h, w))}
+                                                    if C else None),
             }
 
         del enc_sess, dec_sess
@@ -193,6 +203,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                 "quantizer": "numpy float32, ||z||^2 - 2 z.c + ||c||^2, argmin (ties to the lowest index)",
                 "distortion_source": dist_source,
                 "label_bits": "MSB first; flat bit i*B + j",
+                **({"decoder_cond": preset.decoder_cond} if C else {}),
             },
             "onnx": onnx_info,
             "preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["preset"].items()},
@@ -217,15 +228,16 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     return ExportResult(path=out, hash=digest.hex(), rows=rows, int8=int8_info, trt=trt_info, manifest=manifest)
 
 
-def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w) -> dict:
+def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w, cond: bool = False) -> dict:
     """PSNR of the int8 encoder+decoder against fp32 (codebook 1, no bit errors)."""
     from escmvq.core import pvq
     from escmvq.runtime.backends import make_session
+    from escmvq.runtime.bundle import decoder_feed
 
     def run(enc, dec):
         zs = pvq.to_subvectors(enc.run(None, {"x01": images})[0])
         zq = pvq.from_subvectors(codebooks[0][pvq.nearest_codeword(zs, codebooks[0])], h, w).astype(np.float32)
-        return dec.run(None, {"z": zq})[0]
+        return dec.run(None, decoder_feed(zq, 0, len(codebooks), cond))[0]
 
     e8, d8 = make_session(folder / "encoder.int8.onnx"), make_session(folder / "decoder.int8.onnx")
     p32, p8 = _psnr01(run(enc_sess, dec_sess), images), _psnr01(run(e8, d8), images)

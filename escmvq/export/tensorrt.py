@@ -31,8 +31,10 @@ def import_tensorrt():
 
 def build_engine(onnx_path: Path, engine_path: Path, input_name: str,
                  min_shape: tuple[int, ...], opt_shape: tuple[int, ...], max_shape: tuple[int, ...],
-                 fp16: bool = True, workspace_bytes: int = 1 << 30) -> dict:
-    """Build and serialise an engine; returns a description for the manifest."""
+                 fp16: bool = True, workspace_bytes: int = 1 << 30,
+                 extra_inputs: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> dict:
+    """Build and serialise an engine; returns a description for the manifest.
+    ``extra_inputs``: further inputs' ``(min, opt, max)`` shapes (the decoder's codebook map)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -51,6 +53,8 @@ def build_engine(onnx_path: Path, engine_path: Path, input_name: str,
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, tuple(min_shape), tuple(opt_shape), tuple(max_shape))
+    for name, (lo, opt, hi) in (extra_inputs or {}).items():
+        profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -14,6 +14,7 @@ import torch
 
 from escmvq.core import pvq
 from escmvq.export.onnx_export import torch_forward
+from escmvq.runtime.bundle import decoder_feed
 from escmvq.runtime.images import psnr
 from escmvq.runtime.quantize import quantize
 
@@ -97,8 +98,9 @@ def self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, images: np.ndarr
                              f">= {INDEX_AGREEMENT:.1%} or near-ties", agreement=agree,
                              ok=bool(agree >= INDEX_AGREEMENT or bad == 0)))
         zq = pvq.from_subvectors(codebooks[v][idx_t], z_t.shape[2], z_t.shape[3]).astype(np.float32)
-        x_t = torch_forward(dec_graph, zq)
-        x_o = dec_sess.run(None, {"z": zq})[0]
+        feed = decoder_feed(zq, v, V, bool(model.preset.cond_channels))
+        x_t = torch_forward(dec_graph, *feed.values())
+        x_o = dec_sess.run(None, feed)[0]
         row = _diff_row(f"decoder cb{v + 1}", x_t, x_o)
         row.psnr_torch = float(psnr(np.clip(x_t, 0, 1), images, 1.0))
         row.psnr_ort = float(psnr(np.clip(x_o, 0, 1), images, 1.0))

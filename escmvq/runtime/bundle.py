@@ -6,7 +6,10 @@ Layout (format ``escmvq-bundle`` version 1)::
       manifest.json        format, version, shapes, allocator settings, library versions,
                            export self-check, and the sha256 + size of every other file
       encoder.onnx         x01 [b, 3, H, W] in [0, 1] -> z [b, D, H/4, W/4] (normalisation folded in)
-      decoder.onnx         z [b, D, h, w] -> x01_hat [b, 3, 4h, 4w]
+      decoder.onnx         z [b, D, h, w] -> x01_hat [b, 3, 4h, 4w]; a reliability-aware decoder
+                           (manifest model.decoder_cond = "codebook") has a second input
+                           cond [b, V+1, h, w]: the one-hot map of each sub-vector's codebook
+                           (channel V: not sent), see :func:`decoder_feed`
       tables.npz           codebooks [V, K, D] f32, mu [V, N, B] f32, distortion [V, N] f64;
                            optional training-set statistics (bundles exported before they
                            existed lack them): label_prior [V, N, K] f32 (codeword usage per
@@ -35,7 +38,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
-    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes",
+    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes", "decoder_feed",
 ]
 
 FORMAT = "escmvq-bundle"
@@ -77,6 +80,20 @@ PARAMETER_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz")
 def parameter_bytes(manifest: dict) -> int:
     """Bytes of the encoder + decoder ONNX and the tables of a bundle (its model memory)."""
     return sum(int(meta["bytes"]) for name, meta in manifest["files"].items() if name in PARAMETER_FILES)
+
+
+def decoder_feed(zq: np.ndarray, codebooks: np.ndarray | int, V: int, cond: bool) -> dict[str, np.ndarray]:
+    """The decoder graph's inputs: ``zq : [b, D, h, w]`` float32 and, for a reliability-aware
+    decoder (``cond``), ``cond : [b, V+1, h, w]`` float32 built from ``codebooks : [b, N]``
+    int (``V`` = not sent) or one codebook index for every sub-vector."""
+    from escmvq.core.pvq import codebook_map
+
+    feed = {"z": np.ascontiguousarray(zq, np.float32)}
+    if cond:
+        b, _, h, w = zq.shape
+        cbs = np.broadcast_to(np.asarray(codebooks), (b, h * w))
+        feed["cond"] = codebook_map(cbs, V, h, w)
+    return feed
 
 
 def default_bundle_path() -> Path:
@@ -121,6 +138,11 @@ class Bundle:
     @property
     def rate(self) -> int:
         return int(self.model["rate"])
+
+    @property
+    def decoder_cond(self) -> str | None:
+        """"codebook" for a reliability-aware decoder (second input ``cond``), else None."""
+        return self.model.get("decoder_cond")
 
     @property
     def hash_hex(self) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from escmvq.core import channels, pvq, qam
 from escmvq.runtime import soft
 from escmvq.runtime.alloc_adapter import gamma_of
-from escmvq.runtime.bundle import Bundle
+from escmvq.runtime.bundle import Bundle, decoder_feed
 from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import Frame, FrameError
 from escmvq.runtime.modem import demodulate, demodulate_llr
@@ -114,8 +114,11 @@ class Receiver:
                                                          else "uniform (bundle has none)")
         return out
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"z": np.ascontiguousarray(z, np.float32)})[0]
+    def decode(self, z: np.ndarray, codebooks: np.ndarray | int = 0) -> np.ndarray:
+        """Decoder graph: ``z [b, D, h, w]`` whose sub-vectors came on ``codebooks`` (``[b, N]``,
+        ``V`` = not sent; fed only to a reliability-aware decoder) -> ``[b, 3, H, W]``."""
+        V = int(self.bundle.model["V"])
+        return self.session.run(None, decoder_feed(z, codebooks, V, self.bundle.decoder_cond is not None))[0]
 
     def check_frame(self, frame: Frame) -> None:
         """Refuse a frame from another bundle (or with shapes this bundle cannot decode)."""
@@ -149,7 +152,7 @@ class Receiver:
             zs, labels = soft.decode_soft(llr, cbs, self._soft, self.soft_estimate)
         zq = pvq.from_subvectors(zs, self._h, self._w)
         t3 = time.perf_counter()
-        x = self.decode(zq)
+        x = self.decode(zq, cbs)
         t4 = time.perf_counter()
         t.update(allocate=t1 - t0, demodulate=t2 - t1, dequantize=t3 - t2, decode=t4 - t3)
         return RxResult(tiles=x, labels=labels, codebooks=cbs, timings=t)

@@ -87,18 +87,41 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int, sq_channels: int | None = None):
+    """``cond_channels > 0``: the reliability-aware decoder. A second input ``cond [b, C, h, w]``
+    (the codebook map, :func:`escmvq.core.pvq.codebook_map`) is added, through a 3x3 conv, to
+    the first hidden layer and, through a 1x1 conv, to the input of every residual block;
+    followed by ReLUs these additive terms can gate features per position (e.g. turn down
+    the features of a sub-vector that came on a noisy codebook or was not sent). All of them
+    start at zero, so a fresh conditioned decoder computes the unconditioned one."""
+
+    def __init__(self, hidden: int, res_hidden: int, res_blocks: int, D: int, sq_channels: int | None = None,
+                 cond_channels: int = 0):
         super().__init__()
         self.sq_channels = sq_channels
+        self.cond_channels = cond_channels
         self.conv_in = nn.Conv2d(sq_channels or D, hidden, 3, padding=1)
         self.res = nn.Sequential(*[ResBlock(hidden, res_hidden) for _ in range(res_blocks)])
         self.up1 = nn.ConvTranspose2d(hidden, hidden // 2 if hidden >= 2 else hidden, 4, stride=2, padding=1)
         self.up2 = nn.ConvTranspose2d(self.up1.out_channels, 3, 4, stride=2, padding=1)
+        if cond_channels:
+            self.cond_in = nn.Conv2d(cond_channels, hidden, 3, padding=1)
+            self.cond_res = nn.ModuleList([nn.Conv2d(cond_channels, hidden, 1) for _ in range(res_blocks)])
+            for m in [self.cond_in, *self.cond_res]:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
 
-    def forward(self, z):
+    def forward(self, z, cond=None):
         if self.sq_channels:
             z = row_to_scalars(z, self.sq_channels)
-        h = F.relu(self.res(self.conv_in(z)))
+        if not self.cond_channels:
+            h = F.relu(self.res(self.conv_in(z)))
+        else:
+            if cond is None:
+                raise ValueError("this decoder is reliability-aware: it needs the codebook map (cond)")
+            h = self.conv_in(z) + self.cond_in(cond)
+            for blk, cr in zip(self.res, self.cond_res):
+                h = blk(h + cr(cond))
+            h = F.relu(h)
         return self.up2(F.relu(self.up1(h)))
 
 
@@ -112,7 +135,7 @@ class ESCMVQ(nn.Module):
         V, K, D, B, N = preset.V, preset.K, preset.D, preset.B, preset.N
         sq = preset.sq_channels if preset.quantizer == "sq" else None
         self.encoder = Encoder(preset.hidden, preset.res_hidden, preset.res_blocks, D, sq)
-        self.decoder = Decoder(preset.hidden, preset.res_hidden, preset.res_blocks, D, sq)
+        self.decoder = Decoder(preset.hidden, preset.res_hidden, preset.res_blocks, D, sq, preset.cond_channels)
         if sq:  # predefined uniform scalar quantizer: 2^B levels on [-1, 1], not trained
             cb = torch.linspace(-1.0, 1.0, K)[None, :, None].expand(V, K, D).clone()
             self.codebooks = nn.Parameter(cb, requires_grad=False)
@@ -141,6 +164,17 @@ class ESCMVQ(nn.Module):
     def lookup(self, idx: torch.Tensor, v: int, hw: tuple[int, int]) -> torch.Tensor:
         """Codewords of labels ``idx [b, N]`` as a latent ``[b, D, h, w]``."""
         return Q.from_subvectors(self.codebooks[v][idx], *hw)
+
+    def decode(self, zq: torch.Tensor, codebooks: int | torch.Tensor) -> torch.Tensor:
+        """Decoder output of ``zq [b, D, h, w]`` whose sub-vectors came on ``codebooks``
+        (one 0-based index for all, or ``[b, N]`` long, ``V`` = not sent); the codebook map
+        is fed only to a reliability-aware decoder."""
+        if not self.preset.cond_channels:
+            return self.decoder(zq)
+        b, _, h, w = zq.shape
+        if not torch.is_tensor(codebooks):
+            codebooks = torch.full((b, h * w), int(codebooks), dtype=torch.long)
+        return self.decoder(zq, Q.codebook_map(codebooks, self.preset.V, h, w))
 
     @torch.no_grad()
     def init_codebook_from_data(self, z: torch.Tensor, v: int, generator: torch.Generator) -> None:
@@ -191,7 +225,7 @@ class ESCMVQ(nn.Module):
         k_enc = stage if p.encoder_grad_codebooks is None else p.encoder_grad_codebooks
         gray = p.noise == "gray"
         zmean = zs.detach().mean(0) if gray else None  # [N, D]: the receiver's substitute of an erased sub-vector
-        zts, idxs, d1s, Rs = [], [], [], []
+        zts, idxs, d1s, Rs, cbmaps = [], [], [], [], []
         for u in range(stage):
             cb = self.codebooks[u]
             with torch.no_grad():
@@ -204,25 +238,35 @@ class ESCMVQ(nn.Module):
             d1 = L.d1(z_enc, zt, p.beta, cb[idx] if p.commit_clean else None)
             R = L.regulariser(mu[u], p.regulariser) if p.mu_fixed is None else zs.new_zeros(())  # (22)
             zhat = z_enc + (zt - z_enc).detach()  # (14)
+            cbu = torch.full((b, p.N), u, dtype=torch.long) if p.cond_channels else None
             if gray and p.erase_prob is not None and p.erase_prob[u] > 0:
                 er = torch.rand(b, p.N, generator=generator) < p.erase_prob[u]
                 zhat = torch.where(er[..., None], zmean[None].expand_as(zhat), zhat)
-            zts.append(Q.from_subvectors(zhat, h, w))
+                if cbu is not None:
+                    cbu = torch.where(er, p.V, cbu)
+            zts.append(zhat)
+            cbmaps.append(cbu)
             idxs.append(idx)
             d1s.append(d1)
             Rs.append(R)
+        if p.cond_mix > 0 and stage > 1:
+            zts, cbmaps = self._mix(zts, cbmaps, generator)
+        zts = [Q.from_subvectors(t, h, w) for t in zts]
+        conds = [Q.codebook_map(c, p.V, h, w) for c in cbmaps] if p.cond_channels else None
         if p.schedule == "joint-draw":
             wts = L.stage_weights(stage, p.eta, zs.dtype)
             draw = torch.multinomial(wts, b, replacement=True, generator=generator)  # [b]
             zin = torch.stack(zts, 0)[draw, torch.arange(b)]
-            err = ((self.decoder(zin) - x) ** 2).flatten(1).mean(1)  # [b]
+            cin = (torch.stack(conds, 0)[draw, torch.arange(b)],) if conds else ()
+            err = ((self.decoder(zin, *cin) - x) ** 2).flatten(1).mean(1)  # [b]
             onehot = F.one_hot(draw, stage).to(err.dtype)  # [b, stage]
             d0s = (onehot * err[:, None].detach()).sum(0) / onehot.sum(0).clamp_min(1.0)
             lam = torch.tensor(list(p.lambdas)[:stage], dtype=err.dtype)
             # the drawn d0 is an unbiased estimate of (27)'s weighted d0 sum
             loss = err.mean() + (wts * (torch.stack(d1s) + lam * torch.stack(Rs))).sum()
         else:
-            xh = self.decoder(torch.cat(zts, 0)).reshape(stage, *x.shape)
+            cin = (torch.cat(conds, 0),) if conds else ()
+            xh = self.decoder(torch.cat(zts, 0), *cin).reshape(stage, *x.shape)
             d0s = L.d0_per_codebook(xh, x)  # [stage]
             loss = L.multi_codebook_loss(d0s, torch.stack(d1s), torch.stack(Rs), p.lambdas, p.eta)  # (27)-(29)
         stats = {
@@ -233,6 +277,23 @@ class ESCMVQ(nn.Module):
             "z": z.detach(),
         }
         return loss, stats
+
+    def _mix(self, zts: list, cbmaps: list, generator) -> tuple[list, list]:
+        """``cond_mix``: in each pass, every sub-vector takes with probability ``cond_mix`` the
+        decoder input (sample, or erasure substitute) and map label of a codebook drawn
+        uniformly from the stage's, so the decoder learns mixed maps. ``zts``: per pass
+        ``[b, N, D]``; ``cbmaps``: per pass ``[b, N]`` long."""
+        stage = len(zts)
+        allz, allc = torch.stack(zts, 0), torch.stack(cbmaps, 0)  # [stage, b, N, D], [stage, b, N]
+        b, n = allc.shape[1:]
+        ar_b, ar_n = torch.arange(b)[:, None], torch.arange(n)[None, :]
+        out_z, out_c = [], []
+        for u in range(stage):
+            swap = torch.rand(b, n, generator=generator) < self.preset.cond_mix
+            src = torch.where(swap, torch.randint(0, stage, (b, n), generator=generator), u)
+            out_z.append(allz[src, ar_b, ar_n])
+            out_c.append(allc[src, ar_b, ar_n])
+        return out_z, out_c
 
     def _gray_mu(self, mu: torch.Tensor, b: int, generator) -> torch.Tensor:
         """Per-sample flip probabilities ``[b, N, B]`` of ``noise="gray"``: each bit lands on a
@@ -262,4 +323,4 @@ class ESCMVQ(nn.Module):
             flips = (torch.rand(bits.shape, generator=generator) < flip_mu[None]).float()
             bits = (bits + flips) % 2
             idx = (bits * (2 ** torch.arange(self.preset.B - 1, -1, -1, dtype=torch.float32))).sum(-1).long()
-        return self.decoder(self.lookup(idx, v, hw))
+        return self.decode(self.lookup(idx, v, hw), v)

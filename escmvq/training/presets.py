@@ -90,6 +90,15 @@ class Preset:
     # runtime's receiver does) with probability erase_prob[u] per codebook
     noise: str = "bsc"
     erase_prob: tuple[float, ...] | None = None
+    # reliability-aware decoder: "codebook" gives the decoder a second input, the one-hot map
+    # [V+1, h, w] of the codebook each sub-vector was sent on (channel V: not sent), which the
+    # receiver knows from the plan; its weights start at zero (a fine-tune starts from the
+    # unconditioned decoder's function). None: the paper's decoder (latent only).
+    decoder_cond: str | None = None
+    # with decoder_cond: probability that a sub-vector of a decoder pass takes the sample of a
+    # codebook drawn uniformly from those of the stage (and is labelled so in the map), so
+    # the decoder sees the mixed maps the allocator produces, not only one codebook per pass
+    cond_mix: float = 0.0
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -146,7 +155,20 @@ class Preset:
             raise ValueError(f"preset {self.name}: noise must be 'bsc' or 'gray'")
         if self.erase_prob is not None and (len(self.erase_prob) != V or any(not 0 <= e < 1 for e in self.erase_prob)):
             raise ValueError(f"preset {self.name}: erase_prob needs V={V} entries in [0, 1)")
+        if self.decoder_cond not in (None, "codebook"):
+            raise ValueError(f"preset {self.name}: decoder_cond must be None or 'codebook'")
+        if self.decoder_cond is not None and self.quantizer != "vq":
+            raise ValueError(f"preset {self.name}: decoder_cond needs the vector quantizer (quantizer='vq')")
+        if not 0 <= self.cond_mix < 1:
+            raise ValueError(f"preset {self.name}: cond_mix must lie in [0, 1)")
+        if self.cond_mix > 0 and self.decoder_cond is None:
+            raise ValueError(f"preset {self.name}: cond_mix needs decoder_cond")
         return self
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the decoder's second input (0: none)."""
+        return self.V + 1 if self.decoder_cond == "codebook" else 0
 
     def replace(self, **kw) -> "Preset":
         return dataclasses.replace(self, **kw).validate()

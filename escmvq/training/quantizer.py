@@ -23,6 +23,7 @@ from escmvq.core import pvq
 __all__ = [
     "to_subvectors",
     "from_subvectors",
+    "codebook_map",
     "bit_table",
     "nearest",
     "transition_logprob",
@@ -43,6 +44,12 @@ def to_subvectors(z: torch.Tensor) -> torch.Tensor:
 def from_subvectors(zs: torch.Tensor, h: int, w: int) -> torch.Tensor:
     b, _, d = zs.shape
     return zs.reshape(b, h, w, d).permute(0, 3, 1, 2)
+
+
+def codebook_map(cb_idx: torch.Tensor, V: int, h: int, w: int) -> torch.Tensor:
+    """``cb_idx [b, N]`` long (``V`` = not sent) -> one-hot ``[b, V+1, h, w]``, as
+    :func:`escmvq.core.pvq.codebook_map`."""
+    return from_subvectors(torch.nn.functional.one_hot(cb_idx, V + 1).float(), h, w)
 
 
 def bit_table(B: int, dtype=torch.float32) -> torch.Tensor:

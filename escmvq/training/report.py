@@ -51,12 +51,12 @@ def evaluate_checkpoint(ckpt_path, images: np.ndarray, draws: int = 5, seed: int
         for v in range(V):
             idx = pvq.nearest_codeword(zs, cbs[v].numpy())  # [b, N], numpy quantizer (7)
             counts[v] += np.bincount(idx.ravel(), minlength=K)
-            xh = model.decoder(Q.from_subvectors(cbs[v][torch.from_numpy(idx)], *hw))
+            xh = model.decode(Q.from_subvectors(cbs[v][torch.from_numpy(idx)], *hw), v)
             clean[v].append(psnr_per_image(xu, xh, mean, std).numpy())
             bits = pvq.index_to_bits(idx, B)
             for d in range(draws):
                 rx = pvq.bits_to_index(pvq.bsc(bits, mu[v][None], rng))
-                xh = model.decoder(Q.from_subvectors(cbs[v][torch.from_numpy(rx)], *hw))
+                xh = model.decode(Q.from_subvectors(cbs[v][torch.from_numpy(rx)], *hw), v)
                 noisy[v][d].append(psnr_per_image(xu, xh, mean, std).numpy())
     rows = []
     for v in range(V):

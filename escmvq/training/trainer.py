@@ -108,7 +108,7 @@ def evaluate(model: ESCMVQ, images: np.ndarray, mean, std, stages: int, batch: i
         for v in range(stages):
             idx = model.quantize_indices(z, v)
             counts[v] += torch.bincount(idx.flatten(), minlength=p.K)
-            xh = model.decoder(model.lookup(idx, v, z.shape[-2:]))
+            xh = model.decode(model.lookup(idx, v, z.shape[-2:]), v)
             ps[v].append(psnr_per_image(xu, xh, mean, std))
     model.train()
     return {
@@ -399,7 +399,11 @@ def init_weights_from(model: ESCMVQ, path) -> dict:
         raise ValueError(f"--init-from: checkpoint N={ps.N} != {pm.N} (image size)")
     with torch.no_grad():
         model.encoder.load_state_dict(src.encoder.state_dict())
-        model.decoder.load_state_dict(src.decoder.state_dict())
+        missing, unexpected = model.decoder.load_state_dict(src.decoder.state_dict(), strict=False)
+        # a reliability-aware decoder may start from an unconditioned one: its conditioning
+        # weights keep their zero initialisation (the fine-tune starts from the same function)
+        if unexpected or any(not k.startswith(("cond_in.", "cond_res.")) for k in missing):
+            raise ValueError(f"--init-from: decoder weights do not match (missing {missing}, unexpected {unexpected})")
         model.codebooks.data.copy_(src.codebooks.data)
         mu = src.mu()
         for v in range(pm.V):

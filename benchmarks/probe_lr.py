@@ -1,4 +1,4 @@
-"""Learning-rate probe for the `cpu` network (README, training section): train codebook 1
+"""Learning-rate probe for the `cpu` network (docs/training.md): train codebook 1
 for a few hundred steps as a plain VQ-VAE (`--mode plain`: nearest codeword, straight
 through, no BSC) or as ESC stage 1 (`--mode esc`: BSC Gumbel sample, mu learning) and print
 the clean PSNR on 1,000 CIFAR-10 test images every 300 steps (one line per point; `--json`

@@ -3,7 +3,7 @@
 Any preset trains any dataset: the trainer replaces ``image_size`` by the dataset's
 tile size (32x32 for CIFAR, 96x96 for STL-10), which fixes ``N = (H/4)*(W/4)``.
 
-Decisions the paper leaves open (see ``docs`` in the README training section):
+Decisions the paper leaves open (docs/training.md):
 
 - ``epochs_per_stage``: Algorithm 1 says "while not converged" per stage and the paper
   trains 128 epochs in total. Stage v runs the decoder v times per step, so later stages

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from escmvq.runtime.alloc_adapter import allocator_from_state
+
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
     "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes",
@@ -135,8 +137,6 @@ class Bundle:
     @cached_property
     def allocator(self):
         """The allocator rebuilt from its stored state (no recomputation)."""
-        from escmvq.runtime.alloc_adapter import allocator_from_state
-
         return allocator_from_state(self.allocator_state)
 
 

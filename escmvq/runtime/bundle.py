@@ -37,13 +37,30 @@ from escmvq.runtime.alloc_adapter import allocator_from_state
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
-    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes",
+    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes", "graph_file", "GRAPH_PARTS",
 ]
 
 FORMAT = "escmvq-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz", "allocator.npz")
+GRAPH_PARTS = ("encoder", "decoder")
+
+
+def graph_file(part: str, precision: str = "fp32", engine: bool = False) -> str:
+    """File name of one half of the network in a bundle, the one rule the exporter, the
+    endpoints and the benchmarks share: ``encoder.onnx`` (fp32), ``encoder.int8.onnx``,
+    ``encoder.fp16.engine`` (``engine=True``: a TensorRT engine, always fp16). Any other
+    precision names ``{part}.{precision}.onnx``, which a bundle simply does not have."""
+    if part not in GRAPH_PARTS:
+        raise ValueError(f"part: expected one of {', '.join(GRAPH_PARTS)}, got {part!r}")
+    if engine:
+        if precision != "fp16":
+            raise ValueError(f"TensorRT engines are fp16, got precision {precision!r}")
+        return f"{part}.fp16.engine"
+    return f"{part}.onnx" if precision == "fp32" else f"{part}.{precision}.onnx"
+
+
+REQUIRED_FILES = (graph_file("encoder"), graph_file("decoder"), "tables.npz", "allocator.npz")
 
 
 class BundleError(ValueError):
@@ -73,7 +90,7 @@ def manifest_hash(manifest: dict) -> bytes:
     return hashlib.sha256(canonical_json({k: manifest.get(k) for k in IDENTITY_KEYS})).digest()
 
 
-PARAMETER_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz")
+PARAMETER_FILES = (graph_file("encoder"), graph_file("decoder"), "tables.npz")
 
 
 def parameter_bytes(manifest: dict) -> int:

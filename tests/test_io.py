@@ -216,3 +216,26 @@ def test_graph_file_names():
         graph_file("middle")
     with pytest.raises(ValueError, match="fp16"):
         graph_file("encoder", "int8", engine=True)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from escmvq.training import checkpoint
+    from escmvq.training.model import ESCMVQ
+    from escmvq.training.presets import get_preset
+
+    model = ESCMVQ(get_preset("tiny"))
+    p = checkpoint.save_checkpoint(tmp_path / "a.ckpt", model, model.preset, epoch=1)
+    before = p.read_bytes()
+    stripped = checkpoint.strip_checkpoint(p, tmp_path / "out" / "s.ckpt")
+    assert stripped.is_file() and checkpoint.load_checkpoint(stripped)[1]["epoch"] == 1
+
+    def broken(obj, f):
+        open(f, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(p, model, model.preset, epoch=2)
+    assert p.read_bytes() == before  # the old checkpoint survives, no partial file beside it
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.ckpt", "out"]

@@ -44,3 +44,19 @@ def test_example_matches_link_command(image, tmp_path, snr):
                         "-o", str(tmp_path / "out.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert c.returncode == 0, c.stderr[-2000:]
     assert r.stdout.strip() == f"PSNR {json.loads(c.stdout)['psnr_db']:.3f} dB"
+
+
+def test_runtime_exports_the_link_api():
+    import escmvq.runtime as rt
+    from escmvq.core import channels
+    from escmvq.runtime import link, receiver, transmitter
+
+    for name in ("run_link", "through_channel", "transmit_image", "receive_frame", "Frame", "load_image", "psnr",
+                 "draw_h", "apply_channel", "channel_gamma", "Transmitter", "Receiver", "Plan", "Allocator"):
+        assert name in rt.__all__ and getattr(rt, name) is not None, name
+    assert len(set(rt.__all__)) == len(rt.__all__) and all(hasattr(rt, n) for n in rt.__all__)
+    # one object under every name: nothing re-implemented along the way
+    assert rt.draw_h is channels.draw_h is link.draw_h and rt.apply_channel is channels.apply_channel
+    assert rt.transmit_image is transmitter.transmit_image is link.transmit_image
+    assert rt.receive_frame is receiver.receive_frame is link.receive_frame
+    assert rt.Plan.__module__.startswith("escmvq.core.alloc")

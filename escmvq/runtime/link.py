@@ -1,6 +1,12 @@
 """Whole images through transmitter, channel and receiver (used by ``escmvq tx/rx/link``
 and the streaming processes).
 
+Dependencies point one way: each link end handles whole images on its own
+(:func:`~escmvq.runtime.transmitter.transmit_image`,
+:func:`~escmvq.runtime.receiver.receive_frame`), the channel is
+:func:`~escmvq.core.channels.apply_channel`, and this module composes them
+(:func:`run_link`, :func:`through_channel`); neither end imports it.
+
 Each tile is its own block-fading realisation (default) or all tiles of an image share
 one (``per_image=True``). Random draws come from the ``np.random.Generator`` passed in.
 

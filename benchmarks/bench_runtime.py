@@ -107,6 +107,7 @@ def main() -> int:
     from escmvq.runtime.backends import make_session
     from escmvq.runtime.bench import compare_receivers, environment
     from escmvq.runtime.bundle import load_bundle
+    from escmvq.io.paths import DataRootError, data_root
     from escmvq.runtime.images import load_image, tile
     from escmvq.runtime.receiver import Receiver
     from escmvq.runtime.threads import limit_blas_threads
@@ -116,8 +117,11 @@ def main() -> int:
     con = Console(width=max(Console().width, 130))
     b = load_bundle(args.bundle)
     batches = [int(x) for x in args.batches.split(",")]
-    kodak = REPO.parent / "shared/data/kodak/kodim23.png"
-    tiles = tile(load_image(kodak), b.tile_size)[0] if kodak.exists() else \
+    try:
+        kodak = data_root() / "kodak/kodim23.png"
+    except DataRootError:
+        kodak = None
+    tiles = tile(load_image(kodak), b.tile_size)[0] if kodak is not None and kodak.exists() else \
         np.random.default_rng(0).random((64, 3, *b.tile_size), dtype=np.float32)
     D, h, w = b.latent_shape
     result = {"environment": environment("cpu", {"encoder": "CPUExecutionProvider", "decoder": "CPUExecutionProvider"}),

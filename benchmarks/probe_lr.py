@@ -24,7 +24,7 @@ ap.add_argument("--mode", default="plain"); ap.add_argument("--steps", type=int,
 ap.add_argument("--res", type=int, default=64); ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--hidden", type=int, default=128); ap.add_argument("--bs", type=int, default=64)
 ap.add_argument("--restart", type=int, default=0); ap.add_argument("--threads", type=int, default=2)
-ap.add_argument("--json", default=None); ap.add_argument("--data-dir", default="../shared/data/cifar10")
+ap.add_argument("--json", default=None); ap.add_argument("--data-dir", default=None, help="default: $ESCMVQ_DATA/cifar10")
 a = ap.parse_args()
 torch.set_num_threads(a.threads); torch.manual_seed(0)
 data = load_dataset("cifar10", a.data_dir)

@@ -72,3 +72,45 @@ def test_bad_input():
         channels.snr_db_to_ptot(3.0, 0)
     with pytest.raises(ValueError, match="snr_db"):
         channels.snr_db_to_ptot(float("nan"), 10)
+
+
+def test_channel_gamma_is_exact_on_the_complex64_wire_value():
+    h = channels.rayleigh(np.random.default_rng(7), 5000)
+    g = channels.channel_gamma(h, 0.3)
+    assert g.dtype == np.float64 and g.shape == (5000,)
+    re, im = h.real.astype(np.float64), h.imag.astype(np.float64)
+    np.testing.assert_array_equal(g, (re * re + im * im) / 0.3)  # bit for bit, not approx
+    # a complex128 h is first rounded to what the frame carries (complex64)
+    h128 = h.astype(np.complex128) + 1e-12
+    np.testing.assert_array_equal(channels.channel_gamma(h128, 0.3), g)
+    assert isinstance(channels.channel_gamma(np.complex64(3 - 4j), 2.0), float)
+    assert channels.channel_gamma(np.complex64(3 - 4j), 2.0) == 12.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_var"):
+            channels.channel_gamma(h, bad)
+
+
+def test_draw_h_awgn_rayleigh_and_per_image():
+    np.testing.assert_array_equal(channels.draw_h(np.random.default_rng(0), 4, "awgn"), np.ones(4, np.complex64))
+    h = channels.draw_h(np.random.default_rng(5), 6, "rayleigh")
+    assert h.dtype == np.complex64 and h.shape == (6,)
+    np.testing.assert_array_equal(h, channels.rayleigh(np.random.default_rng(5), 6))
+    one = channels.draw_h(np.random.default_rng(5), 6, "rayleigh", per_image=True)
+    np.testing.assert_array_equal(one, np.repeat(h[:1], 6))
+    rng = np.random.default_rng(1)
+    channels.draw_h(rng, 3, "awgn")  # AWGN draws nothing: the next draw is the generator's first
+    np.testing.assert_array_equal(channels.draw_h(rng, 2, "rayleigh"), channels.rayleigh(np.random.default_rng(1), 2))
+    with pytest.raises(ValueError, match="channel"):
+        channels.draw_h(np.random.default_rng(0), 2, "rician")
+
+
+def test_apply_channel_is_apply_with_unit_powers_and_batches_alike():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((7, 12)) + 1j * rng.standard_normal((7, 12))).astype(np.complex64)
+    h = channels.rayleigh(rng, 7)
+    y = channels.apply_channel(x, h, np.random.default_rng(3), 0.5)
+    assert y.dtype == np.complex64 and y.shape == (7, 12)
+    np.testing.assert_array_equal(y, channels.apply(x, h, np.ones(12), np.random.default_rng(3), noise_var=0.5))
+    r = np.random.default_rng(3)
+    parts = [channels.apply_channel(x[i:i + 3], h[i:i + 3], r, 0.5) for i in range(0, 7, 3)]
+    np.testing.assert_array_equal(np.concatenate(parts), y)  # row-wise draws: batching changes nothing

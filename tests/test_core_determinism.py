@@ -64,3 +64,42 @@ def test_two_processes_byte_identical(tmp_path):
         n = len(da) // 1000
         assert n * 1000 == len(da)
         assert len({da[i * n : (i + 1) * n] for i in range(1000)}) > 100
+
+
+GAMMA_WORKER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from escmvq.core.channels import channel_gamma, draw_h, snr_db_to_ptot
+    from escmvq.runtime import Allocator
+
+    side, state, frame, out = sys.argv[1:5]
+    with np.load(state, allow_pickle=False) as z:
+        alloc = Allocator.from_state(z)
+    if side == "tx":  # draws h, keeps it as complex64 (what the frame carries) and writes it
+        rng = np.random.default_rng(5)
+        h = np.concatenate([draw_h(rng, 300, "rayleigh"), (draw_h(rng, 200, "rayleigh") * 1e-3).astype(np.complex64)])
+        open(frame, "wb").write(h.tobytes())
+    else:  # reads the coefficients from the bytes only
+        h = np.frombuffer(open(frame, "rb").read(), np.complex64)
+    p_tot = snr_db_to_ptot(10.0, 576, noise_var=0.7)
+    with open(out, "wb") as f:
+        for g in channel_gamma(h, 0.7):
+            f.write(np.float64(g).tobytes() + alloc.plan(float(p_tot), float(g)).to_bytes())
+    """
+)
+
+
+def test_tx_and_rx_derive_identical_gamma_and_plans_from_the_frame(tmp_path):
+    """Each end computes gamma from the frame's complex64 h itself (channel_gamma) and
+    plans from (P_tot, gamma): the gammas and plans of two processes agree byte for byte."""
+    st = tmp_path / "state.npz"
+    p = _run(["build", str(st), "jcamp", str(tmp_path / "unused.bin")])
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    frame, a, b = tmp_path / "h.bin", tmp_path / "tx.bin", tmp_path / "rx.bin"
+    for side, out in (("tx", a), ("rx", b)):
+        q = subprocess.Popen([sys.executable, "-c", GAMMA_WORKER, side, str(st), str(frame), str(out)], cwd=ROOT,
+                             stderr=subprocess.PIPE, text=True)
+        assert q.wait(timeout=300) == 0, q.stderr.read()[-3000:]
+    da, db = a.read_bytes(), b.read_bytes()
+    assert len(da) > 500 * 8 and da == db

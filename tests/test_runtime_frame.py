@@ -218,7 +218,7 @@ def test_transmitted_samples_that_would_overflow_the_channel_refused():
 def _valid_or_frame_error(data: bytes):
     """``parse`` returns a frame a receiver can use, or raises a one-line FrameError."""
     from escmvq.core.alloc.validate import check_budget
-    from escmvq.runtime.alloc_adapter import gamma_of
+    from escmvq.core.channels import channel_gamma as gamma_of
 
     try:
         f = parse(data)

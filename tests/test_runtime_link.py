@@ -60,7 +60,7 @@ def test_high_snr_awgn_is_error_free_and_decodes_the_sent_codewords(txrx, tiles)
     r = tx.send(tiles, snr_db=40.0)
     assert r.samples.shape == (8, 144) and r.samples.dtype == np.complex64
     # the plan spends exactly the budget, and samples are unit-energy QAM points scaled by sqrt(p_t)
-    from escmvq.runtime.alloc_adapter import gamma_of
+    from escmvq.core.channels import channel_gamma as gamma_of
 
     plan = tx.plans(r.p_tot, float(gamma_of(r.h[:1], 1.0)[0]))
     assert plan.powers.sum() == pytest.approx(r.p_tot) and plan.orders.sum() == 576
@@ -84,7 +84,7 @@ def test_high_snr_awgn_is_error_free_and_decodes_the_sent_codewords(txrx, tiles)
 
 @pytest.mark.parametrize("snr_db", [-5.0, 0.0, 10.0, 25.0])
 def test_receiver_derives_the_transmitters_plan_under_fading(txrx, tiles, snr_db):
-    from escmvq.runtime.link import apply_channel, draw_h
+    from escmvq.core.channels import apply_channel, draw_h
 
     tx, rx = txrx
     rng = np.random.default_rng(int(snr_db) + 100)
@@ -114,7 +114,7 @@ def test_plans_get_better_as_gamma_grows(txrx):
 
 def test_gamma_is_h_squared_over_noise_variance():
     """gamma = |h|^2 / sigma^2 in float64 from the complex64 coefficients (footnote 2)."""
-    from escmvq.runtime.alloc_adapter import gamma_of
+    from escmvq.core.channels import channel_gamma as gamma_of
 
     g = gamma_of(np.array([2 + 0j, 1j, 3 - 4j], np.complex64), 4.0)
     assert g.dtype == np.float64
@@ -130,7 +130,7 @@ def test_noise_variance_other_than_one(txrx, tiles, noise_var):
     same SNR the plans equal those of sigma^2 = 1; the transmitter uses the allocator's plan
     for |h|^2/sigma^2 and the receiver derives the same one (a receiver planning
     with sigma^2 = 1 would agree with the transmitter on 40-79% of tiles)."""
-    from escmvq.runtime.link import apply_channel, draw_h
+    from escmvq.core.channels import apply_channel, draw_h
 
     tx, rx = txrx
     rng = np.random.default_rng(8)
@@ -167,7 +167,7 @@ def test_run_link_with_noise_variance_four_matches_unit_noise(txrx):
 
 
 def test_batched_equals_one_by_one(txrx, tiles):
-    from escmvq.runtime.link import draw_h
+    from escmvq.core.channels import draw_h
 
     tx, _ = txrx
     h = draw_h(np.random.default_rng(3), len(tiles), "rayleigh")

@@ -1,15 +1,15 @@
 """Loaders: CIFAR-10/100 pickles, STL-10 binaries, image folders, npz; missing-data errors."""
 import io
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from escmvq.export.testing import CIFAR_TEST
 from escmvq.training.data import DatasetMissing, decode_npz, load_dataset
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+SHARED = CIFAR_TEST.parent
 
 
 def _cifar_rows(n, seed):

@@ -6,12 +6,18 @@ The instantaneous SNR is ``gamma = |h|^2 / noise_var`` and the normalised SNR of
 eq. (53) is ``SNR = P_tot * E[gamma] / (N*B)``.
 
 All randomness comes from a passed ``np.random.Generator``.
+
+Besides the array primitives, :func:`draw_h` and :func:`apply_channel` are the link-level
+helpers the runtime, the evaluation sweeps and the benchmarks share (one coefficient per
+tile, samples that already carry ``sqrt(p_t)``), and :func:`channel_gamma` is the one
+definition of ``gamma`` from which both ends of a link derive their plan.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rayleigh", "awgn_gain", "apply", "equalize", "effective_noise_var", "snr_db_to_ptot", "channel_gamma"]
+__all__ = ["rayleigh", "awgn_gain", "apply", "equalize", "effective_noise_var", "snr_db_to_ptot", "channel_gamma",
+           "draw_h", "apply_channel"]
 
 
 def _check_batch(batch) -> int:
@@ -137,8 +143,42 @@ def snr_db_to_ptot(snr_db, n_bits: int, noise_var: float = 1.0):
 
 
 def channel_gamma(h, noise_var: float = 1.0):
-    """``gamma = |h|^2 / noise_var`` : [batch] float64 (or float for a scalar h)."""
+    """Instantaneous SNR ``gamma = |h|^2 / noise_var``: [batch] float64 (float for a scalar h).
+
+    Transmitter and receiver each compute ``gamma`` and then their plan from
+    ``(P_tot, gamma)`` alone (footnote 2 of the paper), so the two results must agree to the
+    last bit. The frame carries ``h`` as complex64, so ``h`` is first rounded to complex64
+    (the value both ends hold), then ``re*re + im*im`` is formed in float64 -- exact for
+    complex64 parts -- and divided once by ``noise_var``. ``np.abs(h)**2`` is not used: it
+    goes through ``hypot`` and a square root and can differ in the last bit.
+    """
     if not np.isfinite(noise_var) or noise_var <= 0:
         raise ValueError(f"noise_var: expected a finite value > 0, got {noise_var!r}")
-    g = np.abs(np.asarray(h, np.complex128)) ** 2 / noise_var
+    h = np.asarray(h, np.complex64).astype(np.complex128)
+    g = (h.real * h.real + h.imag * h.imag) / float(noise_var)
     return float(g) if g.ndim == 0 else g
+
+
+def draw_h(rng: np.random.Generator, n: int, channel: str, per_image: bool = False) -> np.ndarray:
+    """Block-fading coefficients of ``n`` tiles: ``[n]`` complex64.
+
+    channel : "awgn" (all ones, no draw) or "rayleigh" (CN(0, 1) per tile, or one draw
+    repeated for all tiles when ``per_image``). The draws are those of :func:`rayleigh`,
+    so a seeded ``rng`` gives the same ``h`` everywhere it is used.
+    """
+    if channel == "awgn":
+        return np.ones(n, np.complex64)
+    if channel != "rayleigh":
+        raise ValueError(f"channel: expected awgn or rayleigh, got {channel!r}")
+    if per_image:
+        return np.repeat(np.asarray(rayleigh(rng, 1), np.complex64), n)
+    return np.asarray(rayleigh(rng, n), np.complex64)
+
+
+def apply_channel(x: np.ndarray, h: np.ndarray, rng: np.random.Generator, noise_var: float) -> np.ndarray:
+    """``y = h x + n`` for samples ``x [b, T]`` that already carry ``sqrt(p_t)``.
+
+    :func:`apply` with unit powers; returns ``[b, T]`` complex64. The noise is drawn row by
+    row in order, so cutting a frame into batches of rows gives the same ``y``.
+    """
+    return np.asarray(apply(x, h, np.ones(x.shape[1], np.float64), rng, noise_var=noise_var), np.complex64)

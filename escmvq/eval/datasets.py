@@ -8,16 +8,19 @@ so this module reads the shared files itself. Layout (see ``shared/data/README.m
 - ``<data>/kodak/kodim01.png .. kodim24.png``: cut into non-overlapping tiles of the
   model's tile size in raster order (partial tiles at the right/bottom edge dropped).
 
-``<data>`` is ``<repo>/../shared/data`` unless a ``data_dir`` is given (the CLI's
-``--data-dir``); a ``data_dir`` may also point straight at the ``cifar10``/``kodak`` folder.
+``<data>`` is the ``data_dir`` given (the CLI's ``--data-dir``), else ``$ESCMVQ_DATA``,
+else ``<repo>/../shared/data`` when it exists (:func:`escmvq.io.paths.data_root`); a
+``data_dir`` may also point straight at the ``cifar10``/``kodak`` folder.
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
+
+from escmvq.io.jpeg_pack import JpegPackError, decode_jpeg_pack
+from escmvq.io.paths import DataRootError, checkout_data_dir, data_root
 
 __all__ = ["DatasetError", "DATASETS", "default_data_dir", "load_cifar10_test", "load_kodak_tiles", "load_images"]
 
@@ -30,11 +33,14 @@ class DatasetError(ValueError):
 
 def default_data_dir() -> Path:
     """``<repo>/../shared/data`` (the repo is the folder holding the ``escmvq`` package)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return checkout_data_dir()
 
 
 def _sub(data_dir: str | os.PathLike | None, name: str) -> Path:
-    base = Path(data_dir) if data_dir is not None else default_data_dir()
+    try:
+        base = data_root(data_dir)
+    except DataRootError as e:
+        raise DatasetError(str(e)) from None
     if base.name == name:
         return base
     return base / name
@@ -51,12 +57,10 @@ def load_cifar10_test(n: int | None = None, data_dir: str | os.PathLike | None =
 
     Returns ``[n, 32, 32, 3]`` uint8 RGB. Decoded with Pillow from the shipped JPEG bytes.
     """
-    from PIL import Image
-
     _check_n(n)
     path = _sub(data_dir, "cifar10") / "test.npz"
     if not path.is_file():
-        raise DatasetError(f"{path}: CIFAR-10 test file not found (pass --data-dir)")
+        raise DatasetError(f"{path}: CIFAR-10 test file not found (pass --data-dir or set ESCMVQ_DATA)")
     try:
         with np.load(path, allow_pickle=False) as z:
             jpeg, offsets = z["jpeg"], z["offsets"]
@@ -66,14 +70,10 @@ def load_cifar10_test(n: int | None = None, data_dir: str | os.PathLike | None =
     stop = total if n is None else start + int(n)
     if not 0 <= start < total or stop > total:
         raise DatasetError(f"CIFAR-10 test has {total} images; asked for images {start}..{stop - 1}")
-    out = np.empty((stop - start, 32, 32, 3), np.uint8)
-    for k, i in enumerate(range(start, stop)):
-        with Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())) as im:
-            a = np.asarray(im.convert("RGB"), np.uint8)
-        if a.shape != (32, 32, 3):
-            raise DatasetError(f"{path}: image {i} decodes to shape {a.shape}, expected (32, 32, 3)")
-        out[k] = a
-    return out
+    try:
+        return decode_jpeg_pack(jpeg, offsets, range(start, stop), shape=(32, 32, 3))
+    except JpegPackError as e:
+        raise DatasetError(f"{path}: {e}") from None
 
 
 def load_kodak_tiles(tile_size: tuple[int, int] = (32, 32), n: int | None = None,
@@ -92,7 +92,7 @@ def load_kodak_tiles(tile_size: tuple[int, int] = (32, 32), n: int | None = None
     folder = _sub(data_dir, "kodak")
     files = sorted(folder.glob("kodim*.png")) if folder.is_dir() else []
     if not files:
-        raise DatasetError(f"{folder}: no kodim*.png files found (pass --data-dir)")
+        raise DatasetError(f"{folder}: no kodim*.png files found (pass --data-dir or set ESCMVQ_DATA)")
     tiles = []
     for f in files:
         try:

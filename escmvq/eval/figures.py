@@ -11,46 +11,19 @@ a failure leaves no partial file, and returns the path.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from escmvq.io.figures import mu_cdf
+from escmvq.io.figures import pyplot as _plt
+from escmvq.io.figures import save_figure as save_atomic
 
 __all__ = ["fig3_mu_cdf", "fig5_psnr_snr", "fig6_grid", "fig7_bars", "fig8_codebook_heatmap", "save_atomic"]
 
 _STYLE = {"jcamp": ("ESC-MVQ (JCAMP)", "C0", "o"), "jcap": ("ESC-MVQ (JCAP)", "C1", "s"),
           "jpeg-ldpc": ("JPEG+LDPC", "C7", "x"), "esc-svq": ("ESC-SVQ", "C2", "^"),
           "bsc-vq": ("BSC+VQ", "C3", "v"), "bsc-sq": ("BSC+SQ", "C4", "D"), "blindsc": ("BlindSC", "C5", "P")}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_atomic(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG at ``path`` via a temporary file; closes the figure."""
-    plt = _plt()
-    path = Path(path)
-    if not path.parent.is_dir():
-        plt.close(fig)
-        raise FileNotFoundError(f"{path.parent}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _label(name: str, i: int = 0) -> tuple[str, str, str, str]:
@@ -66,21 +39,7 @@ def _label(name: str, i: int = 0) -> tuple[str, str, str, str]:
 
 def fig3_mu_cdf(mu: np.ndarray, path, title: str = "CDF of trained bit-flip probabilities") -> Path:
     """mu : ``[V, N, B]`` floats in (0, 0.5] (codebook 0 = lowest). One CDF curve per codebook."""
-    mu = np.asarray(mu, np.float64)
-    if mu.ndim != 3:
-        raise ValueError(f"mu: expected [V, N, B], got shape {mu.shape}")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for v in range(mu.shape[0]):
-        x = np.sort(mu[v].ravel())
-        ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=f"codebook {v + 1}")
-    ax.set_xscale("log")
-    ax.set_xlabel(r"bit-flip probability $\mu$")
-    ax.set_ylabel("CDF")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_atomic(fig, path)
+    return mu_cdf(mu, path, title)
 
 
 def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:

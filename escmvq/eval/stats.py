@@ -17,29 +17,9 @@ import math
 
 import numpy as np
 
+from escmvq.core.metrics import PSNR_CAP, psnr_batch
+
 __all__ = ["PSNR_CAP", "psnr_batch", "mean_ci", "MeanCI"]
-
-PSNR_CAP = 100.0
-
-
-def psnr_batch(ref: np.ndarray, rec: np.ndarray, max_value: float = 255.0, cap: float = PSNR_CAP) -> np.ndarray:
-    """Per-image PSNR in dB.
-
-    ref, rec : ``[n, H, W, 3]`` (or any ``[n, ...]``) arrays of the same shape, any real
-        dtype (uint8 images on the 0..255 scale for the default ``max_value``).
-    Returns ``[n]`` float64, each at most ``cap``.
-    """
-    a = np.asarray(ref)
-    b = np.asarray(rec)
-    if a.shape != b.shape:
-        raise ValueError(f"psnr_batch: shapes differ: {a.shape} vs {b.shape}")
-    if a.ndim < 2:
-        raise ValueError(f"psnr_batch: expected [n, ...] arrays, got shape {a.shape}")
-    d = a.reshape(len(a), -1).astype(np.float64) - b.reshape(len(b), -1).astype(np.float64)
-    mse = np.mean(d * d, axis=1)
-    with np.errstate(divide="ignore"):
-        out = 10.0 * np.log10(max_value ** 2 / mse)
-    return np.minimum(out, cap)
 
 
 class MeanCI(dict):

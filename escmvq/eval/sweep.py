@@ -78,7 +78,7 @@ def _seq(seed: int, r: int, start: int, stream: int) -> np.random.Generator:
 def fading(seed: int, channel: str, r: int, start: int, b: int) -> np.ndarray:
     """Block-fading coefficients ``[b]`` complex64 of images ``start .. start+b-1`` in
     realisation ``r``: ones for AWGN, CN(0, 1) for Rayleigh (one per image)."""
-    from escmvq.runtime.link import draw_h
+    from escmvq.core.channels import draw_h
 
     return draw_h(_seq(seed, r, start, 0), b, channel)
 
@@ -174,7 +174,7 @@ class EscLink:
         Returns (reconstruction ``[b, th, tw, 3]`` uint8, codebooks ``[b, N]``, labels sent
         ``[b, N]``, labels received ``[b, N]``).
         """
-        from escmvq.runtime.link import apply_channel
+        from escmvq.core.channels import apply_channel
 
         x, cbs, sent = send_latent(self.bundle, self.tx_plans, self.search, zs, p_tot, h, noise_var)
         if noise is None:
@@ -394,7 +394,7 @@ def sweep_pairs(pairs: PairSet, images: np.ndarray, snrs, channel: str = "raylei
     fading streams; the unit noise of a batch is drawn once from its noise stream and shared
     by every pair and SNR). Extras per SNR: ``label_error_rate``, ``pair_use [K]``."""
     from escmvq.core import channels, pvq
-    from escmvq.runtime.alloc_adapter import gamma_of
+    from escmvq.core.channels import channel_gamma as gamma_of
     from escmvq.runtime.transmitter import snr_to_ptot
 
     b0 = pairs.bundles[0]

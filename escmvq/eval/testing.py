@@ -69,14 +69,15 @@ def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp",
     from escmvq.core import pvq
     from escmvq.export import bundle_writer as bw
     from escmvq.runtime.alloc_adapter import make_allocator
+    from escmvq.runtime.bundle import graph_file
 
     out = Path(folder) / f"{name or 'colour-' + method}.escmvq"
     if (out / "manifest.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
     onnx, enc, dec = _graphs()
-    onnx.save(enc, out / "encoder.onnx")
-    onnx.save(dec, out / "decoder.onnx")
+    onnx.save(enc, out / graph_file("encoder"))
+    onnx.save(dec, out / graph_file("decoder"))
     lv = (np.arange(8, dtype=np.float32) + 0.5) / 8
     r, g, b = np.meshgrid(lv, lv, lv, indexing="ij")
     cb = np.stack([r.ravel(), g.ravel(), b.ravel(), np.zeros(512, np.float32)], 1).astype(np.float32)

@@ -6,11 +6,11 @@ image file. Images are cut into tiles of the model's size (no resizing).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
+from escmvq.io.jpeg_pack import JpegPackError, decode_jpeg_pack
 from escmvq.runtime.images import ImageError, load_image, tile
 
 __all__ = ["load_calibration", "CalibrationError"]
@@ -28,8 +28,6 @@ def _tiles_of(arrays, tile_size) -> np.ndarray:
 
 def load_calibration(source: str | Path, tile_size: tuple[int, int], n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` tiles ``[n, 3, th, tw]`` float32 in [0, 1] drawn (seeded) from ``source``."""
-    from PIL import Image
-
     source = Path(source)
     if not source.exists():
         raise CalibrationError(f"calibration images not found: {source}")
@@ -41,8 +39,10 @@ def load_calibration(source: str | Path, tile_size: tuple[int, int], n: int, rng
             jpeg, off = data["jpeg"], data["offsets"]
             count = len(off) - 1
             pick = np.sort(rng.choice(count, size=min(count, n), replace=False))
-            arr = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[off[i]:off[i + 1]].tobytes())).convert("RGB"))
-                            for i in pick])
+            try:
+                arr = decode_jpeg_pack(jpeg, off, pick)
+            except JpegPackError as e:
+                raise CalibrationError(f"{source}: {e}") from None
         else:
             key = next((k for k in data.files if data[k].dtype == np.uint8 and data[k].ndim == 4), None)
             if key is None:

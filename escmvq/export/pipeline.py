@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from escmvq.export.onnx_export import MAX_OPSET, DecoderGraph, EncoderGraph, ExportError, export_graph, torch_forward
+from escmvq.runtime.bundle import decoder_feed, graph_file
 
 __all__ = ["export_checkpoint", "ExportResult", "ExportError"]
 
@@ -57,7 +58,6 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     from escmvq.export.verify import self_check
     from escmvq.runtime.alloc_adapter import make_allocator
     from escmvq.runtime.backends import make_session
-    from escmvq.runtime.bundle import decoder_feed
     from escmvq.training.checkpoint import load_checkpoint
 
     out = Path(out)
@@ -117,15 +117,15 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         meta = {"escmvq.format": "escmvq-bundle", "escmvq.tile_size": f"{th}x{tw}",
                 "escmvq.normalisation": f"mean={mean} std={std} (folded in)"}
         onnx_info = {
-            "encoder.onnx": export_graph(enc_graph, torch.from_numpy(check[:1]), tmp / "encoder.onnx", "x01", "z",
+            graph_file("encoder"): export_graph(enc_graph, torch.from_numpy(check[:1]), tmp / graph_file("encoder"), "x01", "z",
                                          opset, {**meta, "escmvq.role": "encoder: x01 [b,3,H,W] in [0,1] -> z [b,D,H/4,W/4]"}),
-            "decoder.onnx": export_graph(dec_graph, dec_example, tmp / "decoder.onnx", dec_inputs, "x01_hat",
-                                         opset, {**meta, "escmvq.role": dec_role}),
+            graph_file("decoder"): export_graph(dec_graph, dec_example, tmp / graph_file("decoder"), dec_inputs, "x01_hat",
+                                                opset, {**meta, "escmvq.role": dec_role}),
         }
-        log(f"exported ONNX (opset {onnx_info['encoder.onnx']['opset']}, dynamic batch/height/width)")
+        log(f"exported ONNX (opset {onnx_info[graph_file('encoder')]['opset']}, dynamic batch/height/width)")
 
-        enc_sess = make_session(tmp / "encoder.onnx")
-        dec_sess = make_session(tmp / "decoder.onnx")
+        enc_sess = make_session(tmp / graph_file("encoder"))
+        dec_sess = make_session(tmp / graph_file("decoder"))
         stats, stats_info, zs_stats = None, None, None
         if stats_source is not None:
             from escmvq.export.stats import encode_latents, latent_statistics
@@ -163,12 +163,12 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         if int8:
             from escmvq.export.int8 import quantize_int8
 
-            quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx", "x01", calib)
+            quantize_int8(tmp / graph_file("encoder"), tmp / graph_file("encoder", "int8"), "x01", calib)
             zc = pvq.to_subvectors(enc_sess.run(None, {"x01": calib})[0])
             feeds = [decoder_feed(pvq.from_subvectors(codebooks[v][pvq.nearest_codeword(zc, codebooks[v])], h, w),
                                   v, V, bool(C)) for v in range(V)]
             sel = rng.permutation(len(zc) * V)[:len(calib)]
-            quantize_int8(tmp / "decoder.onnx", tmp / "decoder.int8.onnx", "z",
+            quantize_int8(tmp / graph_file("decoder"), tmp / graph_file("decoder", "int8"), "z",
                           {k: np.concatenate([f[k] for f in feeds])[sel] for k in feeds[0]})
             int8_info = _int8_cost(tmp, enc_sess, dec_sess, check, codebooks, h, w, bool(C))
             int8_info["calibration_tiles"] = int(len(calib))
@@ -179,13 +179,13 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         if trt:
             from escmvq.export.tensorrt import build_engine
 
+            enc_e, dec_e = graph_file("encoder", "fp16", engine=True), graph_file("decoder", "fp16", engine=True)
             trt_info = {
-                "encoder.fp16.engine": build_engine(tmp / "encoder.onnx", tmp / "encoder.fp16.engine", "x01",
-                                                    (1, 3, th, tw), (1, 3, th, tw), (256, 3, th, tw)),
-                "decoder.fp16.engine": build_engine(tmp / "decoder.onnx", tmp / "decoder.fp16.engine", "z",
-                                                    (1, D, h, w), (1, D, h, w), (256, D, h, w),
-                                                    extra_inputs={"cond": ((1, C, h, w), (1, C, h, w), (256, C, h, w))}
-                                                    if C else None),
+                enc_e: build_engine(tmp / graph_file("encoder"), tmp / enc_e, "x01",
+                                    (1, 3, th, tw), (1, 3, th, tw), (256, 3, th, tw)),
+                dec_e: build_engine(tmp / graph_file("decoder"), tmp / dec_e, "z",
+                                    (1, D, h, w), (1, D, h, w), (256, D, h, w),
+                                    extra_inputs={"cond": ((1, C, h, w), (1, C, h, w), (256, C, h, w))} if C else None),
             }
 
         del enc_sess, dec_sess
@@ -232,14 +232,13 @@ def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w, cond: 
     """PSNR of the int8 encoder+decoder against fp32 (codebook 1, no bit errors)."""
     from escmvq.core import pvq
     from escmvq.runtime.backends import make_session
-    from escmvq.runtime.bundle import decoder_feed
 
     def run(enc, dec):
         zs = pvq.to_subvectors(enc.run(None, {"x01": images})[0])
         zq = pvq.from_subvectors(codebooks[0][pvq.nearest_codeword(zs, codebooks[0])], h, w).astype(np.float32)
         return dec.run(None, decoder_feed(zq, 0, len(codebooks), cond))[0]
 
-    e8, d8 = make_session(folder / "encoder.int8.onnx"), make_session(folder / "decoder.int8.onnx")
+    e8, d8 = make_session(folder / graph_file("encoder", "int8")), make_session(folder / graph_file("decoder", "int8"))
     p32, p8 = _psnr01(run(enc_sess, dec_sess), images), _psnr01(run(e8, d8), images)
     return {"psnr_fp32_db": p32, "psnr_int8_db": p8, "psnr_cost_db": p32 - p8,
             "scheme": "static QDQ, per-channel symmetric int8 weights, asymmetric uint8 activations (MinMax calibration), codebook search kept fp32 (numpy)"}

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from escmvq.io.paths import DataRootError, checkout_data_dir, data_root
+
 __all__ = ["tiny_checkpoint", "tiny_bundle", "KODAK", "CIFAR_TEST"]
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+try:  # the data folder of escmvq.io.paths.data_root ($ESCMVQ_DATA, else the checkout's ../shared/data)
+    SHARED = data_root()
+except DataRootError:  # none: the paths below do not exist and the tests that need them skip
+    SHARED = checkout_data_dir()
 KODAK = SHARED / "kodak"
 CIFAR_TEST = SHARED / "cifar10" / "test.npz"
 

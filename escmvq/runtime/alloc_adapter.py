@@ -1,9 +1,12 @@
-"""Thin adapter to the allocators of ``escmvq.runtime``, the single place the
+"""Thin adapter to the allocators of ``escmvq.core.alloc``, the single place the
 transmitter, receiver and exporter touch them.
 
-Both sides of a link derive a plan from ``(P_tot, gamma)`` alone (footnote 2):
-``gamma = |h|^2 / sigma^2`` is computed here, in float64, from the complex64 ``h`` the
-frame carries, so both sides compute it from the same bits in the same order.
+Both sides of a link derive a plan from ``(P_tot, gamma)`` alone (footnote 2), with
+``gamma`` from :func:`escmvq.core.channels.channel_gamma` (the one bit-exact definition);
+:class:`PlanCache` keys its plans by the exact float64 bits of ``(P_tot, gamma)``.
+
+This module depends on ``escmvq.core`` only, so the bundle, the endpoints and the
+``escmvq.runtime`` package can all import it without an import cycle.
 """
 from __future__ import annotations
 
@@ -13,25 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["gamma_of", "make_allocator", "allocator_from_state", "PlanCache", "Plan"]
+from escmvq.core.alloc import Allocator
 
-
-def gamma_of(h, noise_var: float) -> np.ndarray:
-    """Instantaneous SNR ``|h|^2 / sigma^2`` (float64) of complex64 coefficients."""
-    h = np.asarray(h, np.complex64).astype(np.complex128)
-    return (h.real * h.real + h.imag * h.imag) / float(noise_var)
-
-
-def _allocator_cls():
-    from escmvq.runtime import Allocator  # noqa: PLC0415 - the public API (lazy: no import cycle)
-
-    return Allocator
+__all__ = ["make_allocator", "allocator_from_state", "PlanCache", "PlanArrays"]
 
 
 def make_allocator(distortion, mu, rate: int, method: str, variant: str, m_max: int = 8, erasure_distortion=None,
                    erasure_floor=None, flip_cost=None, positions: bool = False):
     """An ``Allocator`` (see its docstring for the erasure and position-aware options)."""
-    Allocator = _allocator_cls()
     kw = dict(rate=rate, method=method, variant=variant, erasure_distortion=erasure_distortion,
               erasure_floor=erasure_floor, flip_cost=flip_cost, positions=positions)
     if method == "jcamp":
@@ -40,12 +32,13 @@ def make_allocator(distortion, mu, rate: int, method: str, variant: str, m_max: 
 
 
 def allocator_from_state(state: dict):
-    return _allocator_cls().from_state(dict(state))
+    return Allocator.from_state(dict(state))
 
 
 @dataclass(frozen=True)
-class Plan:
-    """A plan as plain arrays (copied from the allocator's object)."""
+class PlanArrays:
+    """The arrays of one :class:`escmvq.core.alloc.Plan` that the link needs, as plain int64 /
+    float64 copies (a name of its own: the runtime exports the allocator's ``Plan``)."""
     codebooks: np.ndarray  # [N] int
     orders: np.ndarray  # [T] int
     powers: np.ndarray  # [T] float64
@@ -59,14 +52,14 @@ class PlanCache:
         self.allocator = allocator
         self.size = size
         self.n_symbols, self.n_bits = n_symbols, n_bits
-        self._cache: OrderedDict[tuple[float, float], Plan] = OrderedDict()
+        self._cache: OrderedDict[tuple[float, float], PlanArrays] = OrderedDict()
 
-    def __call__(self, p_tot: float, gamma: float) -> Plan:
+    def __call__(self, p_tot: float, gamma: float) -> PlanArrays:
         key = (float(p_tot), float(gamma))
         plan = self._cache.get(key)
         if plan is None:
             p = self.allocator.plan(key[0], key[1])
-            plan = Plan(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
+            plan = PlanArrays(np.asarray(p.codebooks, np.int64), np.asarray(p.orders, np.int64),
                         np.asarray(p.powers, np.float64), np.asarray(p.bit_order, np.int64))
             T, L, pmin = plan.orders.size, int(plan.orders.sum()), float(plan.powers.min())
             # with erasures a plan sends fewer than L bits (the rest belong to sub-vectors not sent)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from escmvq.runtime.link import STAGES, apply_channel, draw_h
+from escmvq.core.channels import apply_channel, draw_h
+from escmvq.runtime.link import STAGES
 
 __all__ = ["detect_jetson", "environment", "run_bench", "compare_receivers", "stats", "BENCH_STAGES"]
 

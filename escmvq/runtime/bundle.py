@@ -36,15 +36,36 @@ from pathlib import Path
 
 import numpy as np
 
+from escmvq.core.pvq import codebook_map
+from escmvq.runtime.alloc_adapter import allocator_from_state
+
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "BundleError", "Bundle", "load_bundle",
-    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes", "decoder_feed",
+    "default_bundle_path", "sha256_file", "manifest_hash", "parameter_bytes", "decoder_feed", "graph_file",
+    "GRAPH_PARTS",
 ]
 
 FORMAT = "escmvq-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz", "allocator.npz")
+GRAPH_PARTS = ("encoder", "decoder")
+
+
+def graph_file(part: str, precision: str = "fp32", engine: bool = False) -> str:
+    """File name of one half of the network in a bundle, the one rule the exporter, the
+    endpoints and the benchmarks share: ``encoder.onnx`` (fp32), ``encoder.int8.onnx``,
+    ``encoder.fp16.engine`` (``engine=True``: a TensorRT engine, always fp16). Any other
+    precision names ``{part}.{precision}.onnx``, which a bundle simply does not have."""
+    if part not in GRAPH_PARTS:
+        raise ValueError(f"part: expected one of {', '.join(GRAPH_PARTS)}, got {part!r}")
+    if engine:
+        if precision != "fp16":
+            raise ValueError(f"TensorRT engines are fp16, got precision {precision!r}")
+        return f"{part}.fp16.engine"
+    return f"{part}.onnx" if precision == "fp32" else f"{part}.{precision}.onnx"
+
+
+REQUIRED_FILES = (graph_file("encoder"), graph_file("decoder"), "tables.npz", "allocator.npz")
 
 
 class BundleError(ValueError):
@@ -74,7 +95,7 @@ def manifest_hash(manifest: dict) -> bytes:
     return hashlib.sha256(canonical_json({k: manifest.get(k) for k in IDENTITY_KEYS})).digest()
 
 
-PARAMETER_FILES = ("encoder.onnx", "decoder.onnx", "tables.npz")
+PARAMETER_FILES = (graph_file("encoder"), graph_file("decoder"), "tables.npz")
 
 
 def parameter_bytes(manifest: dict) -> int:
@@ -86,8 +107,6 @@ def decoder_feed(zq: np.ndarray, codebooks: np.ndarray | int, V: int, cond: bool
     """The decoder graph's inputs: ``zq : [b, D, h, w]`` float32 and, for a reliability-aware
     decoder (``cond``), ``cond : [b, V+1, h, w]`` float32 built from ``codebooks : [b, N]``
     int (``V`` = not sent) or one codebook index for every sub-vector."""
-    from escmvq.core.pvq import codebook_map
-
     feed = {"z": np.ascontiguousarray(zq, np.float32)}
     if cond:
         b, _, h, w = zq.shape
@@ -157,8 +176,6 @@ class Bundle:
     @cached_property
     def allocator(self):
         """The allocator rebuilt from its stored state (no recomputation)."""
-        from escmvq.runtime.alloc_adapter import allocator_from_state
-
         return allocator_from_state(self.allocator_state)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from escmvq.runtime.alloc_adapter import PlanCache
 from escmvq.runtime.backends import make_session, trt_cache_dir
-from escmvq.runtime.bundle import Bundle, BundleError, load_bundle
+from escmvq.runtime.bundle import Bundle, BundleError, graph_file, load_bundle
 
 __all__ = ["open_endpoint"]
 
@@ -18,7 +18,7 @@ def open_endpoint(bundle: Bundle | str | None, part: str, device: str, precision
     (e.g. JCAP for a bundle exported with JCAMP); both link ends must use the same one.
     """
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    name = f"{part}.onnx" if precision == "fp32" else f"{part}.{precision}.onnx"
+    name = graph_file(part, precision)
     if not bundle.has(name):
         raise BundleError(f"bundle has no {precision} {part} ({name}); export with --{precision}")
     cache = trt_cache_dir(bundle.hash_hex) if device in ("tensorrt", "jetson") else None

@@ -15,8 +15,8 @@ Decisions (documented in the README):
 
 Memory: a large image is never held as float tiles. Loading converts in row strips,
 :func:`tile_range` cuts one batch of tiles at a time, :func:`untile_into` writes a batch of
-decoded tiles straight into the uint8 output, :func:`psnr` of uint8 images sums in row
-chunks, and PNGs over :data:`LARGE_PIXELS` are written strip by strip
+decoded tiles straight into the uint8 output, :func:`psnr` (from :mod:`escmvq.core.metrics`)
+of uint8 images sums in row chunks, and PNGs over :data:`LARGE_PIXELS` are written strip by strip
 (:func:`write_png_strips`), so a link holds about 6 bytes per pixel (input and output).
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from escmvq.core.metrics import psnr  # eq. (52), re-exported: the runtime's callers import it from here
 
 __all__ = [
     "ImageError", "MAX_PIXELS", "LARGE_PIXELS", "load_image", "to_rgb8", "tile", "untile", "psnr",
@@ -177,22 +179,6 @@ def untile(tiles: np.ndarray, grid: tuple[int, int], image_size: tuple[int, int]
     full = tiles.reshape(rows, cols, 3, th, tw).transpose(0, 3, 1, 4, 2).reshape(rows * th, cols * tw, 3)
     H, W = image_size
     return np.clip(np.rint(full[:H, :W] * 255.0), 0, 255).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, max_value: float = 255.0) -> float:
-    """Eq. (52): ``10 log10(MAX^2 / MSE)`` (inf for identical inputs). Two uint8 images of one
-    shape are compared in row chunks with an exact integer sum (no float64 copies)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype == np.uint8 and b.dtype == np.uint8 and a.shape == b.shape and a.ndim >= 1 and a.size:
-        step = max(1, _STRIP_BYTES // max(1, 8 * a[0].size))
-        sse = 0
-        for i in range(0, len(a), step):
-            d = (a[i:i + step].astype(np.int64) - b[i:i + step]).ravel()
-            sse += int(np.dot(d, d))
-        mse = sse / a.size
-    else:
-        mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(max_value**2 / mse)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:

@@ -1,6 +1,12 @@
 """Whole images through transmitter, channel and receiver (used by ``escmvq tx/rx/link``
 and the streaming processes).
 
+Dependencies point one way: each link end handles whole images on its own
+(:func:`~escmvq.runtime.transmitter.transmit_image`,
+:func:`~escmvq.runtime.receiver.receive_frame`), the channel is
+:func:`~escmvq.core.channels.apply_channel`, and this module composes them
+(:func:`run_link`, :func:`through_channel`); neither end imports it.
+
 Each tile is its own block-fading realisation (default) or all tiles of an image share
 one (``per_image=True``). Random draws come from the ``np.random.Generator`` passed in.
 
@@ -17,68 +23,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame, FrameError
-from escmvq.runtime.images import MAX_PIXELS, psnr, tile_grid, tile_range, untile_into
-from escmvq.runtime.receiver import Receiver
-from escmvq.runtime.transmitter import Transmitter
+from escmvq.core import channels
+from escmvq.core.channels import apply_channel, channel_gamma, draw_h
+from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame
+from escmvq.runtime.images import psnr, tile_grid, tile_range, untile_into
+from escmvq.runtime.receiver import Receiver, receive_frame
+from escmvq.runtime.transmitter import Transmitter, transmit_image
 
-__all__ = ["draw_h", "apply_channel", "transmit_image", "receive_frame", "run_link", "LinkReport", "LinkCapture",
-           "STAGES"]
+# transmit_image / receive_frame live with their link end (one end needs no other) and
+# draw_h / apply_channel in escmvq.core.channels; they are re-exported here because the
+# tx/rx commands and the stream processes import the whole-image path from this module.
+__all__ = ["run_link", "through_channel", "transmit_image", "receive_frame", "draw_h", "apply_channel",
+           "LinkReport", "LinkCapture", "STAGES"]
 
 STAGES = ("encode", "allocate", "quantize", "modulate", "channel", "demodulate", "dequantize", "decode")
-
-
-def draw_h(rng: np.random.Generator, n: int, channel: str, per_image: bool = False) -> np.ndarray:
-    """Channel coefficients ``[n]`` complex64: ones (AWGN) or CN(0, 1) (Rayleigh)."""
-    from escmvq.core import channels
-
-    if channel == "awgn":
-        return np.ones(n, np.complex64)
-    if channel != "rayleigh":
-        raise ValueError(f"channel: expected awgn or rayleigh, got {channel!r}")
-    if per_image:
-        return np.repeat(np.asarray(channels.rayleigh(rng, 1), np.complex64), n)
-    return np.asarray(channels.rayleigh(rng, n), np.complex64)
-
-
-def apply_channel(x: np.ndarray, h: np.ndarray, rng: np.random.Generator, noise_var: float) -> np.ndarray:
-    """``y = h x + n`` (x already carries sqrt(p_t)) via ``core.channels.apply``."""
-    from escmvq.core import channels
-
-    return np.asarray(channels.apply(x, h, np.ones(x.shape[1], np.float64), rng, noise_var=noise_var), np.complex64)
 
 
 def _add(t: dict, u: dict) -> None:
     for k, v in u.items():
         t[k] = t.get(k, 0.0) + v
-
-
-def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.random.Generator,
-                   channel: str = "rayleigh", per_image: bool = False, noise_var: float = 1.0,
-                   max_batch: int = 256, progress=None) -> tuple[Frame, dict, np.ndarray, np.ndarray]:
-    """``img [H, W, 3]`` uint8 -> (transmitted frame, stage timings, codebooks [n, N], labels [n, N])."""
-    grid = tile_grid(img.shape[:2], tx.bundle.tile_size)
-    n = grid[0] * grid[1]
-    tile_range(img, tx.bundle.tile_size, 0, 1)  # shape check before any draw
-    h = draw_h(rng, n, channel, per_image)
-    xs = cbs = labels = None
-    timings, p_tot = {}, None
-    for i in range(0, n, max_batch):
-        j = min(i + max_batch, n)
-        r = tx.send(tile_range(img, tx.bundle.tile_size, i, j), snr_db=snr_db, h=h[i:j], noise_var=noise_var)
-        if xs is None:
-            xs = np.empty((n, *r.samples.shape[1:]), r.samples.dtype)
-            cbs = np.empty((n, *r.codebooks.shape[1:]), r.codebooks.dtype)
-            labels = np.empty((n, *r.labels.shape[1:]), r.labels.dtype)
-        xs[i:j], cbs[i:j], labels[i:j] = r.samples, r.codebooks, r.labels
-        _add(timings, r.timings)
-        p_tot = r.p_tot
-        if progress is not None:
-            progress(j - i)
-    frame = Frame(kind=KIND_TX, channel=channel, bundle_hash=tx.bundle.hash, snr_db=float(snr_db), p_tot=p_tot,
-                  noise_var=float(noise_var), image_size=img.shape[:2], tile_size=tx.bundle.tile_size,
-                  n_bits=tx.bundle.n_bits, h=h, samples=xs)
-    return frame, timings, cbs, labels
 
 
 def through_channel(frame: Frame, rng: np.random.Generator, max_batch: int = 256) -> tuple[Frame, float]:
@@ -94,34 +57,6 @@ def through_channel(frame: Frame, rng: np.random.Generator, max_batch: int = 256
     from dataclasses import replace
 
     return replace(frame, kind=KIND_RX, samples=y), dt
-
-
-def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batch: int = 256,
-                  progress=None) -> tuple[np.ndarray, dict, np.ndarray]:
-    """A frame (transmitted: the channel is applied here; or received) -> (image uint8, timings, labels)."""
-    rx.check_frame(frame)
-    H, W = frame.image_size
-    if H * W > MAX_PIXELS:  # a frame may announce up to 65536 x 65536: refuse what no input could be
-        raise FrameError(f"frame holds a {W}x{H} image, more than the {MAX_PIXELS} pixel limit")
-    img = np.empty((H, W, 3), np.uint8)
-    timings = {"channel": 0.0}
-    labels = None
-    for i in range(0, frame.n_tiles, max_batch):
-        j = min(i + max_batch, frame.n_tiles)
-        y, h = frame.samples[i:j], frame.h[i:j]
-        if frame.kind != KIND_RX:  # the channel, batch by batch (the same draws as for the whole frame)
-            t0 = time.perf_counter()
-            y = apply_channel(y, h, rng, frame.noise_var)
-            timings["channel"] += time.perf_counter() - t0
-        r = rx.receive(y, h, frame.p_tot, frame.noise_var)
-        untile_into(img, r.tiles, i, frame.grid)
-        if labels is None:
-            labels = np.empty((frame.n_tiles, *r.labels.shape[1:]), r.labels.dtype)
-        labels[i:j] = r.labels
-        _add(timings, r.timings)
-        if progress is not None:
-            progress(j - i)
-    return img, timings, labels
 
 
 @dataclass
@@ -150,8 +85,6 @@ class LinkCapture:
 
     def equalized(self) -> np.ndarray:
         """``y / (h sqrt(p_t))`` ``[n, T]`` complex64 (0 where nothing was sent)."""
-        from escmvq.core import channels
-
         return channels.equalize(self.y, self.h, self.powers)
 
 
@@ -231,9 +164,7 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
 
 
 def _capture(rx: Receiver, frame: Frame, cbs: np.ndarray, sent: np.ndarray, labels: np.ndarray, V: int) -> LinkCapture:
-    from escmvq.runtime.alloc_adapter import gamma_of
-
-    gamma = gamma_of(frame.h, frame.noise_var)
+    gamma = channel_gamma(frame.h, frame.noise_var)
     plan_cbs, orders, powers, _ = rx.plans.batch(frame.p_tot, gamma)
     _, lh, lw = rx.bundle.latent_shape
     return LinkCapture(h=np.asarray(frame.h, np.complex64).copy(), y=np.asarray(frame.samples, np.complex64).copy(),

@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from escmvq.core import channels, pvq, qam
+from escmvq.core.channels import apply_channel
+from escmvq.core.channels import channel_gamma
 from escmvq.runtime import soft
-from escmvq.runtime.alloc_adapter import gamma_of
 from escmvq.runtime.bundle import Bundle, decoder_feed
 from escmvq.runtime.endpoint import open_endpoint
-from escmvq.runtime.frame import Frame, FrameError
+from escmvq.runtime.frame import KIND_RX, Frame, FrameError
+from escmvq.runtime.images import MAX_PIXELS, untile_into
 from escmvq.runtime.modem import demodulate, demodulate_llr
 
 __all__ = ["Receiver", "RxResult", "FrameMismatch", "DEFAULT_DECODING", "DECODINGS", "SOFT_ESTIMATES",
-           "LLR_MODES", "receiver_settings"]
+           "LLR_MODES", "receiver_settings", "receive_frame"]
 
 DECODINGS = ("hard", "soft")
 # The one default of every receiver (runtime, CLI, eval, bench). Switch to "soft" only
@@ -138,7 +140,7 @@ class Receiver:
         h = np.asarray(h, np.complex64)
         b = y.shape[0]
         t0 = time.perf_counter()
-        cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
+        cbs, orders, powers, bit_order = self.plans.batch(p_tot, channel_gamma(h, noise_var))
         t1 = time.perf_counter()
         if self.decoding == "hard":
             # perfect CSI; a symbol sent with zero power carries no information and comes back as 0
@@ -170,12 +172,43 @@ class Receiver:
         float32, positive = bit 0, 0 for bits not sent; codebooks ``[b, N]``, ``V`` = not sent)."""
         y = np.asarray(y)
         h = np.asarray(h, np.complex64)
-        cbs, orders, powers, bit_order = self.plans.batch(p_tot, gamma_of(h, noise_var))
+        cbs, orders, powers, bit_order = self.plans.batch(p_tot, channel_gamma(h, noise_var))
         return self._llrs(y, h, powers, orders, bit_order, noise_var), cbs
 
     def receive_frame(self, frame: Frame, rng: np.random.Generator) -> np.ndarray:
         """A frame (the channel is applied with ``rng`` if it holds transmitted samples) ->
         the reconstructed ``[H, W, 3]`` uint8 image. Refuses frames of another bundle."""
-        from escmvq.runtime.link import receive_frame
-
         return receive_frame(self, frame, rng)[0]
+
+
+def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batch: int = 256,
+                  progress=None) -> tuple[np.ndarray, dict, np.ndarray]:
+    """A frame (transmitted: the channel is applied here; or received) -> (image uint8, timings, labels).
+
+    Batches of ``max_batch`` tiles; the channel noise is drawn batch by batch, the same draws
+    in the same order as for the whole frame at once. ``progress(k)`` after each batch.
+    """
+    rx.check_frame(frame)
+    H, W = frame.image_size
+    if H * W > MAX_PIXELS:  # a frame may announce up to 65536 x 65536: refuse what no input could be
+        raise FrameError(f"frame holds a {W}x{H} image, more than the {MAX_PIXELS} pixel limit")
+    img = np.empty((H, W, 3), np.uint8)
+    timings = {"channel": 0.0}
+    labels = None
+    for i in range(0, frame.n_tiles, max_batch):
+        j = min(i + max_batch, frame.n_tiles)
+        y, h = frame.samples[i:j], frame.h[i:j]
+        if frame.kind != KIND_RX:  # the channel, batch by batch (the same draws as for the whole frame)
+            t0 = time.perf_counter()
+            y = apply_channel(y, h, rng, frame.noise_var)
+            timings["channel"] += time.perf_counter() - t0
+        r = rx.receive(y, h, frame.p_tot, frame.noise_var)
+        untile_into(img, r.tiles, i, frame.grid)
+        if labels is None:
+            labels = np.empty((frame.n_tiles, *r.labels.shape[1:]), r.labels.dtype)
+        labels[i:j] = r.labels
+        for k, v in r.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+        if progress is not None:
+            progress(j - i)
+    return img, timings, labels

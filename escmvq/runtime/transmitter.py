@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from escmvq.core import pvq
-from escmvq.runtime.alloc_adapter import gamma_of
+from escmvq.core.channels import channel_gamma, draw_h, snr_db_to_ptot
 from escmvq.runtime.bundle import Bundle
 from escmvq.runtime.endpoint import open_endpoint
+from escmvq.runtime.frame import KIND_TX, Frame
+from escmvq.runtime.images import tile_grid, tile_range
 from escmvq.runtime.modem import modulate
 from escmvq.runtime.quantize import quantize, search_matrices
 
-__all__ = ["Transmitter", "TxResult", "send_subvectors", "snr_to_ptot"]
+__all__ = ["Transmitter", "TxResult", "send_subvectors", "snr_to_ptot", "transmit_image"]
 
 
 def snr_to_ptot(snr_db: float, n_bits: int, noise_var: float = 1.0) -> float:
     """Eq. (53): ``P_tot = N*B * sigma^2 * 10^(SNR/10)`` (via ``core.channels.snr_db_to_ptot``)."""
-    from escmvq.core.channels import snr_db_to_ptot
-
     return float(snr_db_to_ptot(float(snr_db), int(n_bits), noise_var=float(noise_var)))
 
 
@@ -40,7 +40,7 @@ def send_subvectors(zs: np.ndarray, codebooks: np.ndarray, search: np.ndarray, p
     sent), labels ``[b, N]`` int64); stage times in seconds go into ``timings`` when given.
     """
     t0 = time.perf_counter()
-    cbs, orders, powers, bit_order = plans.batch(p_tot, gamma_of(h, noise_var))
+    cbs, orders, powers, bit_order = plans.batch(p_tot, channel_gamma(h, noise_var))
     t1 = time.perf_counter()
     # a sub-vector the plan does not send (codebook V) is quantized with codebook V-1: its
     # label's bits sit after the plan's sent bits in bit_order, so they never reach a symbol
@@ -104,6 +104,37 @@ class Transmitter:
                    per_image: bool = False, noise_var: float = 1.0):
         """A whole ``[H, W, 3]`` uint8 image -> its transmitted :class:`~escmvq.runtime.frame.Frame`
         (tiled; each tile its own fading draw unless ``per_image``)."""
-        from escmvq.runtime.link import transmit_image
-
         return transmit_image(self, img, snr_db, rng, channel, per_image, noise_var)[0]
+
+
+def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.random.Generator,
+                   channel: str = "rayleigh", per_image: bool = False, noise_var: float = 1.0,
+                   max_batch: int = 256, progress=None) -> tuple[Frame, dict, np.ndarray, np.ndarray]:
+    """``img [H, W, 3]`` uint8 -> (transmitted frame, stage timings, codebooks [n, N], labels [n, N]).
+
+    All ``h`` are drawn first (:func:`~escmvq.core.channels.draw_h`), then the tiles go
+    through in batches of ``max_batch``; ``progress(k)`` after each batch.
+    """
+    grid = tile_grid(img.shape[:2], tx.bundle.tile_size)
+    n = grid[0] * grid[1]
+    tile_range(img, tx.bundle.tile_size, 0, 1)  # shape check before any draw
+    h = draw_h(rng, n, channel, per_image)
+    xs = cbs = labels = None
+    timings, p_tot = {}, None
+    for i in range(0, n, max_batch):
+        j = min(i + max_batch, n)
+        r = tx.send(tile_range(img, tx.bundle.tile_size, i, j), snr_db=snr_db, h=h[i:j], noise_var=noise_var)
+        if xs is None:
+            xs = np.empty((n, *r.samples.shape[1:]), r.samples.dtype)
+            cbs = np.empty((n, *r.codebooks.shape[1:]), r.codebooks.dtype)
+            labels = np.empty((n, *r.labels.shape[1:]), r.labels.dtype)
+        xs[i:j], cbs[i:j], labels[i:j] = r.samples, r.codebooks, r.labels
+        for k, v in r.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+        p_tot = r.p_tot
+        if progress is not None:
+            progress(j - i)
+    frame = Frame(kind=KIND_TX, channel=channel, bundle_hash=tx.bundle.hash, snr_db=float(snr_db), p_tot=p_tot,
+                  noise_var=float(noise_var), image_size=img.shape[:2], tile_size=tx.bundle.tile_size,
+                  n_bits=tx.bundle.n_bits, h=h, samples=xs)
+    return frame, timings, cbs, labels

@@ -7,12 +7,12 @@ tensors (``np.asarray`` turns them into arrays).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from escmvq.io.files import atomic_write
 from escmvq.training.model import ESCMVQ
 from escmvq.training.presets import Preset, preset_from_dict
 
@@ -62,10 +62,7 @@ def save_checkpoint(path, model: ESCMVQ, preset: Preset, **extra) -> Path:
             v = _tensor(v, torch.float64)
         ckpt[k] = v
     ckpt["preset"]["image_size"] = list(preset.image_size)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp), force=True)
 
 
 def load_checkpoint(path) -> tuple[ESCMVQ, dict]:
@@ -95,7 +92,4 @@ def strip_checkpoint(src, dst) -> Path:
         ckpt.pop(k, None)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, dst)
-    return dst
+    return atomic_write(dst, lambda tmp: torch.save(ckpt, tmp), force=True)

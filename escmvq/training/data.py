@@ -17,12 +17,14 @@ missing and where to put it.
 """
 from __future__ import annotations
 
-import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from escmvq.io.jpeg_pack import decode_jpeg_pack
+from escmvq.io.paths import DataRootError, data_root
 
 __all__ = ["ImageSet", "DatasetMissing", "load_dataset", "DATASETS", "decode_npz"]
 
@@ -68,18 +70,14 @@ def _pickle_images(d: dict) -> np.ndarray:
 
 def decode_npz(path: Path, limit: int | None = None) -> np.ndarray:
     """uint8 ``[n, H, W, 3]`` from an npz with ``images`` or with ``jpeg`` + ``offsets``."""
-    from PIL import Image
-
     with np.load(path) as z:
         if "images" in z.files:
             return np.ascontiguousarray(z["images"][:limit].astype(np.uint8))
         if "jpeg" not in z.files or "offsets" not in z.files:
             raise DatasetMissing(f"{path}: npz needs an 'images' array or 'jpeg'+'offsets' arrays")
-        buf = z["jpeg"].tobytes()
-        off = z["offsets"]
+        jpeg, off = z["jpeg"], z["offsets"]
     n = len(off) - 1 if limit is None else min(limit, len(off) - 1)
-    out = [np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]])).convert("RGB")) for i in range(n)]
-    return np.stack(out)
+    return decode_jpeg_pack(jpeg, off, range(n))
 
 
 def _load_cifar10(root: Path, limit: int | None) -> ImageSet:
@@ -167,8 +165,16 @@ def _load_npz(root: Path, name: str = "npz", limit: int | None = None) -> ImageS
     return ImageSet(name, decode_npz(tr, limit), decode_npz(te, limit))
 
 
-def load_dataset(name: str, data_dir, limit: int | None = None, tile: int = 32) -> ImageSet:
-    """Load ``name`` from ``data_dir``; ``limit`` keeps the first ``limit`` images of each split."""
+def load_dataset(name: str, data_dir=None, limit: int | None = None, tile: int = 32) -> ImageSet:
+    """Load ``name`` from ``data_dir``; ``limit`` keeps the first ``limit`` images of each split.
+
+    Without ``data_dir``: ``<data folder>/<name>``, the data folder from ``$ESCMVQ_DATA``
+    (:func:`escmvq.io.paths.data_root`)."""
+    if data_dir is None:
+        try:
+            data_dir = data_root() / name
+        except DataRootError as e:
+            raise DatasetMissing(str(e)) from None
     root = Path(data_dir).expanduser()
     if not root.exists():
         raise DatasetMissing(f"data directory {root} does not exist: create it and put the {name} files there")

@@ -16,6 +16,7 @@ import torch
 from scipy.special import expit
 
 from escmvq.core import pvq
+from escmvq.io.figures import mu_cdf
 from escmvq.training import quantizer as Q
 from escmvq.training.checkpoint import load_checkpoint
 from escmvq.training.trainer import psnr_per_image, to_input
@@ -162,29 +163,8 @@ def write_report(rep: dict, prefix) -> tuple[Path, Path]:
 
 
 def plot_mu_cdf(mu: np.ndarray, out, title: str | None = None, mu_min=None) -> Path:
-    """Fig. 3: empirical CDF of ``mu[v]`` per codebook (log x axis), written as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mu = np.asarray(mu, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for v in range(mu.shape[0]):
-        x = np.sort(mu[v].ravel())
-        y = np.arange(1, x.size + 1) / x.size
-        lab = f"codebook {v + 1}" + (f" (mu_min={mu_min[v]:g})" if mu_min is not None else "")
-        ax.step(x, y, where="post", label=lab)
-    ax.set_xscale("log")
-    ax.set_xlabel(r"bit-flip probability $\mu_{i,j}^{(v)}$")
-    ax.set_ylabel("CDF")
-    ax.set_ylim(0, 1.01)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or "CDF of the trained bit-flip probabilities (Fig. 3)")
-    fig.tight_layout()
+    """Fig. 3: empirical CDF of ``mu[v]`` per codebook (log x axis), written as PNG (the
+    folder is created if needed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return mu_cdf(mu, out, title, mu_min)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +140,11 @@ def test_bad_frames(work, bundle_dir):
     bad[200] ^= 0xFF
     (work / "bad.tx").write_bytes(bytes(bad))
     (work / "png.tx").write_bytes((work / "img.png").read_bytes())
+    old = bytearray(data[:-4])  # the same frame stamped version 1 (the earlier QAM labelling), CRC valid
+    struct.pack_into("<H", old, 8, 1)
+    (work / "v1.tx").write_bytes(bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))))
     before = files(work)
+    assert_one_line_error(run("rx", "v1.tx", "-o", "o.png", "-b", bundle_dir), "version 1 not supported: its samples use the earlier QAM labelling")
     assert_one_line_error(run("rx", "cut.tx", "-o", "o.png", "-b", bundle_dir), "truncated frame")
     assert_one_line_error(run("rx", "bad.tx", "-o", "o.png", "-b", bundle_dir), "CRC")
     assert_one_line_error(run("rx", "png.tx", "-o", "o.png", "-b", bundle_dir), "bad magic")
@@ -220,6 +226,7 @@ def test_export_cli(tmp_path, bundle_dir):
 
 BLOCK_TORCH = """
 import sys
+import zlib
 class _Block:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch.") or name.startswith("escmvq.training"):

@@ -78,6 +78,31 @@ def test_cho_yoon_matches_eq33_structure():
         assert np.all(np.abs(ber.EQ33.ber(q, m)[ok] / e[ok] - 1) < 0.015)
 
 
+def _exact_position_ber(m: int, q: float) -> np.ndarray:
+    """Exact hard-decision BER of each symbol bit of ``qam``'s constellation in AWGN at
+    symbol SNR ``q``, from its own PAM table: per axis, the probability of landing in each
+    level's decision interval times the label bits that differ. ``[m]``."""
+    labels, levels = qam.pam_labels(m).astype(int), qam.pam_levels(m)
+    sd = np.sqrt(0.5 / q)  # per-axis noise std (complex noise variance 1/q)
+    edges = np.concatenate([[-np.inf], (levels[1:] + levels[:-1]) / 2, [np.inf]])
+    # [sent level i, decided level j] for j != i from upper tails only (no cancellation near 1)
+    up = 0.5 * special.erfc((edges[None, :] - levels[:, None]) / (sd * np.sqrt(2)))  # P(x > edge)
+    down = 0.5 * special.erfc((levels[:, None] - edges[None, :]) / (sd * np.sqrt(2)))  # P(x < edge)
+    i, j = np.indices((levels.size, levels.size))
+    p = np.where(j > i, up[i, j] - up[i, j + 1], np.where(j < i, down[i, j + 1] - down[i, j], 0.0))
+    per_axis = np.array([(p * (labels[:, None, t] != labels[None, :, t])).sum(1).mean() for t in range(m // 2)])
+    return np.repeat(per_axis, 2)  # b[2t] (I) and b[2t+1] (Q) share axis position t
+
+
+@pytest.mark.parametrize("m", ORDERS)
+def test_position_ber_matches_the_qam_labelling(m):
+    # the per-position model (Cho & Yoon), its order of positions (power_positions and the
+    # allocator's bit order rely on it) and the constellation's labelling agree exactly
+    E = ber.GrayQamExact()
+    for q in np.logspace(-1, 3, 9):
+        np.testing.assert_allclose(E.ber_positions(q, m), _exact_position_ber(m, q), rtol=1e-9, atol=1e-300)
+
+
 def _simulate(m, q, n_sym, rng):
     bits = rng.integers(0, 2, (n_sym, m), dtype=np.uint8)
     s = qam.map_bits(bits, m)[None, :]

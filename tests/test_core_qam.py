@@ -1,4 +1,4 @@
-"""Gray square QAM: tables, round trips, Gray property, LLR signs, frame helpers."""
+"""Gray square QAM: the TS 38.211 labelling, round trips, Gray property, LLR signs, frame helpers."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -29,6 +29,42 @@ def test_gray_neighbours_differ_in_one_bit(m):
     ham = np.array([[bin(a ^ b).count("1") for b in labels] for a in labels])
     assert nb.sum() == 2 * 2 * (2 ** (m // 2)) * (2 ** (m // 2) - 1)
     assert np.all(ham[nb] == 1)
+
+
+def _ts38211(b: np.ndarray) -> np.ndarray:
+    """3GPP TS 38.211 sec. 5.1.3-5.1.5 modulation mapper, written out per order from the
+    standard: ``b [n, m]`` (b(i), b(i+1), ... in the standard's order) -> ``[n]`` complex."""
+    s = 1.0 - 2.0 * b  # (1 - 2 b(i+k))
+    m = b.shape[1]
+    if m == 2:  # QPSK
+        return (s[:, 0] + 1j * s[:, 1]) / np.sqrt(2)
+    if m == 4:  # 16-QAM
+        return (s[:, 0] * (2 - s[:, 2]) + 1j * s[:, 1] * (2 - s[:, 3])) / np.sqrt(10)
+    if m == 6:  # 64-QAM
+        return (s[:, 0] * (4 - s[:, 2] * (2 - s[:, 4])) + 1j * s[:, 1] * (4 - s[:, 3] * (2 - s[:, 5]))) / np.sqrt(42)
+    assert m == 8  # 256-QAM
+    return (s[:, 0] * (8 - s[:, 2] * (4 - s[:, 4] * (2 - s[:, 6])))
+            + 1j * s[:, 1] * (8 - s[:, 3] * (4 - s[:, 5] * (2 - s[:, 7])))) / np.sqrt(170)
+
+
+@pytest.mark.parametrize("m", ORDERS)
+def test_labelling_is_ts38211(m):
+    bits = np.array([[(s >> (m - 1 - j)) & 1 for j in range(m)] for s in range(2**m)], np.uint8)
+    ref = _ts38211(bits.astype(np.float64))
+    np.testing.assert_allclose(qam.map_bits(bits, m), ref, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(qam.constellation(m), ref, rtol=0, atol=1e-6)
+    # the receiver inverts the same table: noiseless hard decisions and max-log LLR signs
+    np.testing.assert_array_equal(qam.demap_hard(ref, m), bits)
+    for mode in qam.LLR_MODES:
+        np.testing.assert_array_equal((qam.demap_llr(ref, m, 0.05, mode) < 0).astype(np.uint8), bits)
+
+
+def test_odd_orders_rejected():
+    for m in (1, 3, 5, 7):
+        with pytest.raises(ValueError, match="m: expected one of"):
+            qam.constellation(m)
+        with pytest.raises(ValueError, match="m: expected one of"):
+            qam.demap_llr(np.zeros(2, np.complex64), m, 1.0)
 
 
 @pytest.mark.parametrize("m", ORDERS)

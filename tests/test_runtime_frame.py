@@ -70,8 +70,20 @@ def test_bad_magic_and_version():
         parse(b"PNG\r\n\x1a\n" + data[8:])
     body = bytearray(data[:-4])
     struct.pack_into("<H", body, 8, VERSION + 1)
-    with pytest.raises(FrameError, match="version 2 not supported"):
+    with pytest.raises(FrameError, match=f"version {VERSION + 1} not supported"):
         parse(with_crc(bytes(body)))
+
+
+def test_frames_of_the_earlier_labelling_refused():
+    # version 1 frames are well-formed but their samples follow the earlier (amplitude bits
+    # inverted) QAM labelling: decoding them would give wrong labels silently
+    assert VERSION == 2
+    body = bytearray(make_frame().to_bytes()[:-4])
+    struct.pack_into("<H", body, 8, 1)
+    with pytest.raises(FrameError, match="version 1 not supported: its samples use the earlier QAM labelling") as e:
+        parse(with_crc(bytes(body)))
+    assert "\n" not in str(e.value)
+    assert make_frame().to_bytes()[8:10] == struct.pack("<H", 2)
 
 
 @pytest.mark.parametrize("field,value,match", [

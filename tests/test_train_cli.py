@@ -17,28 +17,10 @@ from escmvq.training.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 from escmvq.training.trainer import build_tiny_checkpoint, synthetic_images  # noqa: E402
+from train_helpers import train_cli as _cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-
-
-class _Res:
-    def __init__(self, r):
-        self.returncode = r.exit_code
-        self.stdout = r.output
-        self.stderr = "" if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception)
-
-
-def _cli(*args):
-    """Run our commands in-process (no torch import per call); only ``escmvq.cli.train``'s commands."""
-    import typer
-    from typer.testing import CliRunner
-
-    from escmvq.cli import train as train_cli
-
-    app = typer.Typer(pretty_exceptions_enable=False)
-    train_cli.register(app)
-    return _Res(CliRunner().invoke(app, list(args), env={"COLUMNS": "200"}))
 
 
 @pytest.fixture(scope="module")

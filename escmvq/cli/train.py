@@ -67,6 +67,9 @@ def train_cmd(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="fine-tune: start from this checkpoint's weights (mu clipped to the floors), with a "
         "fresh optimizer and schedule; codebooks are not re-initialised or copied"),
+    tensorboard: bool = typer.Option(
+        False, "--tensorboard", help="also write the metrics (OUT/metrics.jsonl, one line per epoch) to TensorBoard "
+        "in OUT/tensorboard (needs: pip install tensorboard)"),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
         "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
@@ -134,6 +137,11 @@ def train_cmd(
         _fail(console, f"--resume: no checkpoint at {out / 'last.ckpt'}")
     if init_from is not None and not init_from.is_file():
         _fail(console, f"--init-from: no checkpoint at {init_from}")
+    if tensorboard:
+        from escmvq.training.metrics import tensorboard_missing
+
+        if (msg := tensorboard_missing()) is not None:
+            _fail(console, msg)
     torch.set_num_threads(threads)
     ddp.setup("gloo")
     from escmvq.training.trainer import TrainConfig, compute_distortion, train
@@ -143,7 +151,7 @@ def train_cmd(
         preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
         threads=threads, log_every=log_every, distortion_images=distortion_images,
         dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        epochs_override=kw.get("epochs_per_stage"), init_from=init_from,
+        epochs_override=kw.get("epochs_per_stage"), init_from=init_from, tensorboard=tensorboard,
         console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
                                                          "stage_share": list(shares)},
     )

@@ -2,20 +2,34 @@
 
 Conventions (shared by transmitter and receiver; change only together):
 
-- A symbol of order ``m`` carries bits ``b[0..m-1]``. The even bits ``b[0], b[2], ...``
-  select the in-phase (I) amplitude, the odd bits ``b[1], b[3], ...`` the quadrature
-  (Q) amplitude (Sionna's convention). Per axis the ``m/2`` bits are a Gray label of a
-  ``sqrt(M)``-PAM level, most significant bit first, so ``b[0]`` / ``b[1]`` are the
-  sign bits of I / Q (bit 0 -> positive amplitude): the most reliable positions.
-  Frames therefore put the lowest-mu bit of a symbol first.
-- PAM levels are ``+-1, +-3, ...`` scaled by ``1/sqrt(2*(M-1)/3)`` so that
+- The bit labelling is 3GPP TS 38.211 sec. 5.1 (QPSK, 16-, 64-, 256-QAM), so escmvq's
+  samples are those of a 5G NR modulation mapper (and of Sionna's ``"qam"``
+  constellation). A symbol of order ``m`` carries bits ``b[0..m-1]``; the even bits
+  ``b[0], b[2], ...`` select the in-phase (I) amplitude, the odd bits ``b[1], b[3], ...``
+  the quadrature (Q) amplitude. Per axis, with ``c_0 .. c_{k-1}`` that axis's
+  ``k = m/2`` bits in order, the amplitude is
+
+      A(c) = (1 - 2 c_0) * M_k(c_1 .. c_{k-1}),
+      M_1 = 1,  M_j(c_1 .. c_{j-1}) = 2^(j-1) - (1 - 2 c_1) * M_{j-1}(c_2 .. c_{j-1}),
+
+  e.g. 16-QAM ``d = [(1-2b0)(2-(1-2b2)) + j(1-2b1)(2-(1-2b3))] / sqrt(10)``. So ``b[0]`` /
+  ``b[1]`` are the sign bits of I / Q (bit 0 -> positive amplitude): the most reliable
+  positions, and frames put the lowest-mu bit of a symbol first. The next bit of an axis
+  is 0 on the inner half of the magnitudes (``M_j < 2^(j-1)``), 1 on the outer half, and so
+  on recursively: per axis a reflected Gray code, each position as reliable as the same
+  position of any other Gray PAM label (``escmvq.core.ber`` depends on positions only).
+- Odd orders (cross / rectangular QAM) are not supported: TS 38.211 defines no labelling
+  for them, and no allocator, BER model or frame here produces one; every function
+  rejects an odd ``m`` with ``ValueError``.
+- PAM levels are ``+-1, +-3, ...`` scaled by ``1/sqrt(2*(M-1)/3)`` (``M = 2**m``) so that
   ``E|s|^2 = 1`` over equiprobable bits; neighbouring constellation points (one
   level apart on one axis) differ in exactly one bit.
-- LLRs are ``log P(b=0|y) - log P(b=1|y)`` (positive = bit 0 more likely) for
-  ``y = s + n``, ``n ~ CN(0, noise_var)`` and equiprobable points: exact (a log-sum-exp
-  over the points) or max-log (the largest term of each sum), :func:`demap_llr`'s ``mode``.
-  Both are computed per axis: the I and Q noises are independent and every bit lives on
-  one axis, so the other axis's factor cancels between numerator and denominator.
+- LLRs are ``log P(b=0|y) - log P(b=1|y)`` (positive = bit 0 more likely; Sionna's logits
+  have the opposite sign) for ``y = s + n``, ``n ~ CN(0, noise_var)`` and equiprobable
+  points: exact (a log-sum-exp over the points) or max-log (the largest term of each sum),
+  :func:`demap_llr`'s ``mode``. Both are computed per axis: the I and Q noises are
+  independent and every bit lives on one axis, so the other axis's factor cancels between
+  numerator and denominator.
 
 The tables are pure functions of ``m`` (:func:`constellation`, :func:`pam_labels`);
 frame helpers (:func:`map_frame`, :func:`demap_frame`, :func:`demap_frame_llr`)
@@ -56,19 +70,29 @@ def _check_order(m) -> int:
     return mi
 
 
+def _axis_amplitude(c: np.ndarray) -> np.ndarray:
+    """TS 38.211 per-axis amplitude (in units of the level spacing / 2) of labels
+    ``c [n, k]`` (0/1, the axis's bits in order): ``(1-2c_0) M_k(c_1..)``, see the module
+    docstring. Returns ``[n]`` int64 in ``{+-1, +-3, ..., +-(2^k - 1)}``."""
+    k = c.shape[1]
+    mag = np.ones(c.shape[0], np.int64)  # M_1
+    for j in range(2, k + 1):  # M_j from M_{j-1} of the last j-1 bits
+        mag = (1 << (j - 1)) - (1 - 2 * c[:, k - j + 1].astype(np.int64)) * mag
+    return (1 - 2 * c[:, 0].astype(np.int64)) * mag
+
+
 @lru_cache(maxsize=None)
 def _pam(m: int) -> tuple[np.ndarray, np.ndarray, float]:
     k = m // 2
     n_lev = 1 << k
-    pos = np.arange(n_lev)
-    # Gray label of position (0 = most negative level), flipped so that MSB 0 -> positive.
-    gray = (n_lev - 1 - pos) ^ ((n_lev - 1 - pos) >> 1)
-    labels = ((gray[:, None] >> (k - 1 - np.arange(k))[None, :]) & 1).astype(np.uint8)
+    # every k-bit label (MSB first), placed at its TS 38.211 amplitude; rows sorted by level
+    all_labels = ((np.arange(n_lev)[:, None] >> (k - 1 - np.arange(k))[None, :]) & 1).astype(np.uint8)
+    amp = _axis_amplitude(all_labels)
+    labels = np.ascontiguousarray(all_labels[np.argsort(amp)])
     scale = 1.0 / np.sqrt(2.0 * (n_lev * n_lev - 1) / 3.0)
-    levels = (2.0 * pos - (n_lev - 1)) * scale
+    levels = (2.0 * np.arange(n_lev) - (n_lev - 1)) * scale
     labels.setflags(write=False)
     levels.setflags(write=False)
-    # position of each label value (label as integer MSB first) -> level index
     return labels, levels, scale
 
 

@@ -1,12 +1,12 @@
 """The ``.tx`` frame: a versioned, self-checking binary container for one transmitted image.
 
-Layout (version 1, little-endian; every field is validated by :func:`parse`):
+Layout (version 2, little-endian; every field is validated by :func:`parse`):
 
 ====== ===== ==================================================================
 offset bytes field
 ====== ===== ==================================================================
 0      8     magic ``b"ESCMVQTX"``
-8      2     format version (uint16) = 1
+8      2     format version (uint16) = 2
 10     1     kind: 0 = transmitted samples ``x_t = sqrt(p_t) s_t`` (the receiver
              applies the channel), 1 = received samples ``y_t`` (already through it)
 11     1     channel: 0 = AWGN (h = 1), 1 = block Rayleigh fading
@@ -25,6 +25,11 @@ offset bytes field
 ...    8nT   samples, complex64 ``[n, T]``
 end-4  4     CRC-32 of all preceding bytes (uint32)
 ====== ===== ==================================================================
+
+Versions: 2 maps bits to QAM symbols with the 3GPP TS 38.211 labelling
+(:mod:`escmvq.core.qam`); version 1 used the same layout with every amplitude bit inverted,
+so its samples would decode to wrong labels without any error: :func:`parse` refuses them
+with a message saying so (re-transmit the image with this build).
 
 The plan (codebook assignment, orders, powers, bit order) is *not* stored: both sides
 derive it from ``(P_tot, gamma)`` with ``gamma = |h|^2 / sigma^2`` (the paper's
@@ -51,7 +56,10 @@ __all__ = ["MAGIC", "VERSION", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "Frame
            "F32_TINY", "F32_MAX"]
 
 MAGIC = b"ESCMVQTX"
-VERSION = 1
+VERSION = 2
+# formats this build knows but cannot decode, with the reason (one line each)
+_RETIRED = {1: "its samples use the earlier QAM labelling (amplitude bits inverted relative to 3GPP TS 38.211), "
+               "which this build no longer demaps; re-transmit the image with this build"}
 KIND_TX = 0
 KIND_RX = 1
 CHANNELS = ("awgn", "rayleigh")
@@ -169,6 +177,8 @@ def parse(data: bytes) -> Frame:
         raise FrameError(f"truncated frame: {len(data)} bytes, the header alone needs {HEADER_SIZE + 4}")
     (magic, version, kind, channel, bhash, snr_db, p_tot, noise_var,
      H, W, th, tw, n, T, L) = _HEADER.unpack_from(data, 0)
+    if version in _RETIRED:
+        raise FrameError(f"frame format version {version} not supported: {_RETIRED[version]}")
     if version != VERSION:
         raise FrameError(f"frame format version {version} not supported (this build reads version {VERSION})")
     if n > _MAX_SIDE * _MAX_SIDE or T > _MAX_T:

@@ -25,6 +25,7 @@ from escmvq.training import quantizer as Q
 from escmvq.training.checkpoint import load_checkpoint, save_checkpoint
 from escmvq.training.data import ImageSet
 from escmvq.training.ddp import rank_world
+from escmvq.training.metrics import MetricsWriter
 from escmvq.training.model import ESCMVQ
 from escmvq.training.presets import Preset
 
@@ -56,6 +57,7 @@ class TrainConfig:
     init_from: Path | None = None
     progress: bool = True
     console: object = None
+    tensorboard: bool = False  # also write the metrics.jsonl scalars to OUT/tensorboard
     extra: dict = field(default_factory=dict)
 
 
@@ -258,6 +260,9 @@ def train(cfg: TrainConfig) -> dict:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=cfg.console, transient=True)
     ctx = progress if progress is not None else nullcontext()
+    # OUT/metrics.jsonl (rank 0): one line per evaluation, cut back to the resumed step
+    metrics = MetricsWriter(out, resume_step=step if cfg.resume else None, history=history,
+                            tensorboard=cfg.tensorboard) if rank == 0 else None
     log(f"preset {preset.name}: hidden {preset.hidden}, N={preset.N}, K={preset.K}, V={preset.V}, "
         f"batch {per_rank}x{world}, {steps_per_epoch} steps/epoch, epochs/stage {list(preset.epochs_per_stage)}"
         + (f", budget {cfg.budget_minutes:g} min (shares {list(shares)})" if budget_s else "")
@@ -369,6 +374,8 @@ def train(cfg: TrainConfig) -> dict:
                 if ev is not None:
                     rec.update({"eval_psnr": ev["psnr"], "eval_perplexity": ev["perplexity"], "eval_dead": ev["dead"]})
                 history.append(rec)
+                if metrics is not None:
+                    metrics.write(rec)
                 if rank == 0:
                     log(_epoch_line(rec))
                 done = budget_hit or epoch >= stage_epochs(stage)
@@ -377,6 +384,8 @@ def train(cfg: TrainConfig) -> dict:
                     log(f"stage {stage}: wall-clock share used ({stage_elapsed[stage - 1] / 60:.1f} min), next stage")
                     break
             stage_done = True
+    if metrics is not None:
+        metrics.close()
     summary = {"history": history, "preset": preset.name, "dataset": cfg.data.name,
                "train_seconds": wall(), "stage_seconds": stage_elapsed}
     if rank == 0:

@@ -14,7 +14,7 @@ import typer
 from escmvq.cli.common import fail
 from escmvq.core import vocab
 
-__all__ = ["Channel", "Allocator", "Variant", "EvalDataset", "JpegEnergy", "JpegHeaders", "choice_parser",
+__all__ = ["Device", "Channel", "Allocator", "Variant", "EvalDataset", "JpegEnergy", "JpegHeaders", "choice_parser",
            "choice_option", "ChannelOpt"]
 
 
@@ -22,6 +22,7 @@ def _enum(name: str, values) -> type[enum.Enum]:
     return enum.Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
 
 
+Device = _enum("Device", vocab.DEVICES)
 Channel = _enum("Channel", vocab.CHANNELS)
 Allocator = _enum("Allocator", vocab.ALLOCATORS)
 Variant = _enum("Variant", vocab.VARIANTS)

@@ -65,9 +65,12 @@ def train_cmd(
         None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
         "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
 ) -> None:
-    """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt."""
+    """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt.
+
+    Python: ``res = escmvq.training.trainer.train(TrainConfig(preset, data, out))`` then
+    ``escmvq.training.finalize.finalize(res, data.train)`` (final.ckpt, with table (31)).
+    """
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     import torch
@@ -77,10 +80,50 @@ def train_cmd(
     rank, world = ddp.world_from_env()
 
     from escmvq.training.data import DatasetMissing, load_dataset
+
+    p, epochs_override = _preset(console, preset, baseline, epochs, steps_per_epoch, mu_raw_min, commit_clean,
+                                 encoder_grad_codebooks, schedule, joint_init, noise, lr, tau0, erase_prob, mu_min)
+    shares = _stage_share(console, p.V, stage_share)
+    try:
+        data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
+    except (DatasetMissing, ValueError) as e:
+        _fail(console, str(e))
+    if resume and not (out / "last.ckpt").is_file():
+        _fail(console, f"--resume: no checkpoint at {out / 'last.ckpt'}")
+    if init_from is not None and not init_from.is_file():
+        _fail(console, f"--init-from: no checkpoint at {init_from}")
+    torch.set_num_threads(threads)
+    ddp.setup("gloo")
+    from escmvq.training.finalize import finalize
+    from escmvq.training.trainer import TrainConfig, train
+
+    cmdline = "escmvq train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
+    cfg = TrainConfig(
+        preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
+        threads=threads, log_every=log_every, distortion_images=distortion_images,
+        dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
+        epochs_override=epochs_override, init_from=init_from,
+        console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
+                                                         "stage_share": list(shares)},
+    )
+    res = train(cfg)
+    t_trained = time.time()
+    ddp.teardown()
+    if rank != 0:
+        return
+    final = finalize(res, data.train, distortion_images, trained_at=t_trained,
+                     log=lambda m: console.print(m, highlight=False))
+    _print_summary(console, res, final, data.name)
+
+
+def _preset(console, name, baseline, epochs, steps_per_epoch, mu_raw_min, commit_clean, encoder_grad_codebooks,
+            schedule, joint_init, noise, lr, tau0, erase_prob, mu_min):
+    """The preset ``name`` (or its ``--baseline`` pair) with the command line's overrides ->
+    ``(preset, epochs per stage or None)``; a bad value is a one-line error."""
     from escmvq.training.presets import get_preset
 
     try:
-        p = get_preset(preset)
+        p = get_preset(name)
         if baseline:
             from escmvq.training.baselines import preset_from_spec
 
@@ -96,77 +139,47 @@ def train_cmd(
             kw["commit_clean"] = True
         if encoder_grad_codebooks is not None:
             kw["encoder_grad_codebooks"] = encoder_grad_codebooks
-        for name, val in (("schedule", schedule), ("joint_init", joint_init), ("noise", noise),
-                          ("lr", lr), ("tau0", tau0)):
+        for key, val in (("schedule", schedule), ("joint_init", joint_init), ("noise", noise),
+                         ("lr", lr), ("tau0", tau0)):
             if val is not None:
-                kw[name] = val
-        for name, val in (("erase_prob", erase_prob), ("mu_min", mu_min)):
+                kw[key] = val
+        for key, val in (("erase_prob", erase_prob), ("mu_min", mu_min)):
             if val is not None:
                 try:
-                    kw[name] = tuple(float(v) for v in val.split(","))
+                    kw[key] = tuple(float(v) for v in val.split(","))
                 except ValueError:
-                    raise ValueError(f"--{name.replace('_', '-')}: expected comma-separated numbers, got {val!r}") from None
+                    raise ValueError(f"--{key.replace('_', '-')}: expected comma-separated numbers, got {val!r}") from None
         if kw:
             p = p.replace(**kw)
     except ValueError as e:
         _fail(console, str(e))
+    return p, kw.get("epochs_per_stage")
+
+
+def _stage_share(console, V: int, text) -> tuple[float, ...]:
+    """``--stage-share`` (None: the trainer's default for five codebooks, else equal shares)."""
     from escmvq.training.trainer import DEFAULT_STAGE_SHARE
 
-    shares = DEFAULT_STAGE_SHARE if p.V == len(DEFAULT_STAGE_SHARE) else (1.0 / p.V,) * p.V
-    if stage_share:
+    shares = DEFAULT_STAGE_SHARE if V == len(DEFAULT_STAGE_SHARE) else (1.0 / V,) * V
+    if text:
         try:
-            shares = tuple(float(v) for v in stage_share.split(","))
+            shares = tuple(float(v) for v in text.split(","))
         except ValueError:
-            _fail(console, f"--stage-share: expected comma-separated numbers, got {stage_share!r}")
-        if len(shares) != p.V or any(v <= 0 for v in shares):
-            _fail(console, f"--stage-share: expected {p.V} positive numbers, got {stage_share!r}")
-    try:
-        data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
-    except (DatasetMissing, ValueError) as e:
-        _fail(console, str(e))
-    if resume and not (out / "last.ckpt").is_file():
-        _fail(console, f"--resume: no checkpoint at {out / 'last.ckpt'}")
-    if init_from is not None and not init_from.is_file():
-        _fail(console, f"--init-from: no checkpoint at {init_from}")
-    torch.set_num_threads(threads)
-    ddp.setup("gloo")
-    from escmvq.training.trainer import TrainConfig, compute_distortion, train
+            _fail(console, f"--stage-share: expected comma-separated numbers, got {text!r}")
+        if len(shares) != V or any(v <= 0 for v in shares):
+            _fail(console, f"--stage-share: expected {V} positive numbers, got {text!r}")
+    return shares
 
-    cmdline = "escmvq train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
-    cfg = TrainConfig(
-        preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
-        threads=threads, log_every=log_every, distortion_images=distortion_images,
-        dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        epochs_override=kw.get("epochs_per_stage"), init_from=init_from,
-        console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
-                                                         "stage_share": list(shares)},
-    )
-    res = train(cfg)
-    t_trained = time.time()
-    ddp.teardown()
-    if rank != 0:
-        return
-    model, pre, norm = res["model"], res["preset"], res["normalisation"]
-    mean = torch.tensor(norm["mean"], dtype=torch.float32)
-    std = torch.tensor(norm["std"], dtype=torch.float32)
-    imgs = data.train if distortion_images is None else data.train[:distortion_images]
-    t1 = time.time()
-    model.eval()
-    table = compute_distortion(model, imgs, mean, std)
-    console.print(f"distortion table (31) over {len(imgs)} training images: {time.time() - t1:.1f} s", highlight=False)
-    from escmvq.training.checkpoint import save_checkpoint
 
-    ck = torch.load(res["last"], map_location="cpu", weights_only=True)
-    keep = {k: v for k, v in ck.items() if k not in ("format", "version", "preset", "model_state", "image_size",
-                                                      "latent_shape", "codebooks", "mu", "distortion")}
-    keep["distortion"] = table
-    keep["distortion_images"] = len(imgs)
-    # wall time of the whole run, earlier processes of a resumed run included (an epoch cut
-    # short by an interruption is redone and counted once), plus table (31)
-    keep["train_wall_s"] = res["summary"]["train_seconds"] + (time.time() - t_trained)
-    final = save_checkpoint(out / "final.ckpt", model, pre, **keep)
-    hist = res["summary"]["history"]
-    tab = Table(title=f"ESC-MVQ {pre.name} on {data.name}: {len(hist)} epochs, {keep['train_wall_s'] / 60:.1f} min")
+def _print_summary(console, res: dict, final: Path, data_name: str) -> None:
+    """The last epoch per codebook (eval PSNR, perplexity, dead codewords, mu, table (31)) and the checkpoint."""
+    import numpy as np
+    import torch
+    from rich.table import Table
+
+    ck = torch.load(final, map_location="cpu", weights_only=True)
+    table, pre, hist = np.asarray(ck["distortion"]), res["preset"], res["summary"]["history"]
+    tab = Table(title=f"ESC-MVQ {pre.name} on {data_name}: {len(hist)} epochs, {ck['train_wall_s'] / 60:.1f} min")
     for c in ("codebook", "PSNR clean (eval)", "perplexity", "dead", "mu mean", "mu median", "mu min", "mu max", "D (31) mean"):
         tab.add_column(c, justify="right")
     last = hist[-1] if hist else None
@@ -196,7 +209,10 @@ def report_cmd(
     threads: int = typer.Option(2, help="torch CPU threads"),
     ship: Optional[Path] = typer.Option(None, "--ship", help="also write a copy without optimizer/RNG state here"),
 ) -> None:
-    """Per-codebook PSNR on the test split (no bit errors / bit errors from its own mu), usage, mu stats, Fig. 3 PNG."""
+    """Per-codebook PSNR on the test split (no bit errors / bit errors from its own mu), usage, mu stats, Fig. 3 PNG.
+
+    Python: ``escmvq.training.report.write_report(evaluate_checkpoint(CHECKPOINT, images), out)``.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -238,7 +254,10 @@ def mu_plot_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint"),
     out: Path = typer.Option(..., "--out", help="PNG to write"),
 ) -> None:
-    """Fig. 3: CDF of the trained bit-flip probabilities of every codebook, as a PNG."""
+    """Fig. 3: CDF of the trained bit-flip probabilities of every codebook, as a PNG.
+
+    Python: ``escmvq.training.report.plot_mu_cdf(load_checkpoint(CHECKPOINT)[1]["mu"], out)``.
+    """
     from rich.console import Console
 
     console = Console()

@@ -6,9 +6,12 @@ or allocator variant is added here once.
 """
 from __future__ import annotations
 
-__all__ = ["CHANNELS", "ALLOCATORS", "VARIANTS", "JPEG_LDPC", "EVAL_METHODS", "EVAL_DATASETS",
+__all__ = ["DEVICES", "CHANNELS", "ALLOCATORS", "VARIANTS", "JPEG_LDPC", "EVAL_METHODS", "EVAL_DATASETS",
            "JPEG_ENERGIES", "JPEG_HEADERS", "check_name"]
 
+# Where the runtime's networks run: ONNX Runtime providers (cpu, cuda, tensorrt) or a Jetson
+# (TensorRT fp16, with its power state recorded by the benchmark).
+DEVICES = ("cpu", "cuda", "tensorrt", "jetson")
 # Channel models of the link: AWGN (h = 1) or block Rayleigh fading (one h per frame or image).
 # The order is part of the frame format (escmvq.runtime.frame stores the index).
 CHANNELS = ("awgn", "rayleigh")

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from escmvq.cli.common import fail
-from escmvq.training.pairs import DEFAULT_PAIRS
+from escmvq.core.vocab import BASELINE_PAIRS
 
 
 def train_baselines_cmd(
@@ -20,7 +20,7 @@ def train_baselines_cmd(
     data_dir: Path = typer.Option(..., "--data-dir", help="folder holding the dataset files"),
     preset: str = typer.Option("cpu", help="base preset every pair derives from"),
     dataset: str = typer.Option("cifar10", help="cifar10, cifar100, stl10, folder or npz"),
-    pairs: str = typer.Option(",".join(DEFAULT_PAIRS), "--pairs", help="comma list of METHOD:LEVEL"),
+    pairs: str = typer.Option(",".join(BASELINE_PAIRS), "--pairs", help="comma list of METHOD:LEVEL"),
     epochs: int = typer.Option(3, help="epochs per pair (the budget: epochs x steps-per-epoch steps)"),
     steps_per_epoch: int = typer.Option(390, "--steps-per-epoch", help="batches per epoch"),
     jobs: int = typer.Option(2, help="pairs trained side by side"),

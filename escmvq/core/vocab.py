@@ -7,7 +7,7 @@ or allocator variant is added here once.
 from __future__ import annotations
 
 __all__ = ["DEVICES", "CHANNELS", "ALLOCATORS", "VARIANTS", "JPEG_LDPC", "EVAL_METHODS", "EVAL_DATASETS",
-           "JPEG_ENERGIES", "JPEG_HEADERS", "check_name"]
+           "JPEG_ENERGIES", "JPEG_HEADERS", "BASELINE_PAIRS", "check_name"]
 
 # Where the runtime's networks run: ONNX Runtime providers (cpu, cuda, tensorrt) or a Jetson
 # (TensorRT fp16, with its power state recorded by the benchmark).
@@ -29,6 +29,11 @@ EVAL_DATASETS = ("cifar10", "kodak")
 JPEG_ENERGIES = ("total", "per-symbol")
 # JPEG+LDPC headers: quality byte + scan (the receiver rebuilds the header), or whole JFIF files.
 JPEG_HEADERS = ("stripped", "full")
+# The K-pair baselines trained by default (METHOD:LEVEL of escmvq.training.baselines): one pair
+# per operating point, spread over the SNR range (the paper trains 5/5/21/3). Here rather than in
+# escmvq.training so that the command line can show it without importing the trainer (torch).
+BASELINE_PAIRS = ("esc-svq:1", "esc-svq:3", "esc-svq:5", "bsc-vq:0.001", "bsc-vq:0.02", "bsc-vq:0.1",
+                  "bsc-sq:0.001", "bsc-sq:0.02", "bsc-sq:0.1", "blindsc:1", "blindsc:5")
 
 
 def check_name(what: str, value: str, names) -> str:

@@ -158,8 +158,9 @@ class EscMethod(BaseLink):
     def run(self, images, h, snr_db, rng, prepared=None):
         from escmvq.runtime.transmitter import snr_to_ptot
 
+        zs = self.prepare(images) if prepared is None else prepared
         p_tot = snr_to_ptot(snr_db, self.link.bundle.n_bits, self.noise_var)
-        rec, cbs, sent, got = self.link.run(prepared, h, p_tot, rng, self.noise_var)
+        rec, cbs, sent, got = self.link.run(zs, h, p_tot, rng, self.noise_var)
         V = self.V
         return rec, {"label_errors": float(np.count_nonzero((sent != got) & (cbs < V))),  # sent ones only
                      "codebook_sum": cbs.sum(0), "codebook_use": np.bincount(cbs.ravel(), minlength=V)[:V]}

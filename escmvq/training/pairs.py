@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from escmvq.core.vocab import BASELINE_PAIRS
+
 __all__ = ["DEFAULT_PAIRS", "PairsBusy", "PairsResult", "train_pairs", "pair_name", "pair_paths"]
 
-# One pair per operating point, spread over the SNR range (the paper trains 5/5/21/3).
-DEFAULT_PAIRS = ("esc-svq:1", "esc-svq:3", "esc-svq:5", "bsc-vq:0.001", "bsc-vq:0.02", "bsc-vq:0.1",
-                 "bsc-sq:0.001", "bsc-sq:0.02", "bsc-sq:0.1", "blindsc:1", "blindsc:5")
+DEFAULT_PAIRS = BASELINE_PAIRS
 
 
 class PairsBusy(RuntimeError):

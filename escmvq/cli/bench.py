@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
+from escmvq.cli.choices import Channel, ChannelOpt, Device, choice_option
 from escmvq.cli.common import cli_errors, fail, out_console, parse_snr
 from escmvq.cli.txrx import Decoding, DecodingOpt, decoding_value
 
-DEVICES = ("cpu", "cuda", "tensorrt", "jetson")
 
 
 def _batches(text: str) -> list[int]:
@@ -25,12 +25,13 @@ def _batches(text: str) -> list[int]:
 
 
 def bench_cmd(
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, tensorrt (ONNX Runtime providers) or jetson (TensorRT fp16)."),
+    device: Device = choice_option("cpu", "--device", Device,
+                                   "cpu, cuda, tensorrt (ONNX Runtime providers) or jetson (TensorRT fp16)."),
     batch: str = typer.Option("1,64", "--batch", help="Comma-separated batch sizes (1 = SingleStream, N = Offline)."),
     iters: int = typer.Option(100, "--iters", help="Timed runs per batch size."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up runs."),
     snr: str = typer.Option("10", "--snr", help="SNR in dB."),
-    channel: str = typer.Option("rayleigh", "--channel"),
+    channel: Channel = ChannelOpt,
     image: Optional[Path] = typer.Option(None, "--image", help="Image to cut into tiles (default: random tiles)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b"),
     int8: bool = typer.Option(False, "--int8", help="Benchmark the bundle's int8 graphs."),
@@ -39,61 +40,22 @@ def bench_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON on stdout (progress on stderr)."),
     decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Median/p90/p99 latency and throughput per stage (encode .. decode, end to end)."""
-    if device not in DEVICES:
-        fail(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}", 2)
+    """Median/p90/p99 latency and throughput per stage (encode .. decode, end to end).
+
+    Python: ``escmvq.runtime.bench.report(bundle, device="cpu", batches=(1, 64), iters=100, ...)``.
+    """
     sizes, snr_db = _batches(batch), parse_snr(snr)
     if iters < 1 or warmup < 0:
         fail("--iters must be >= 1 and --warmup >= 0", 2)
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     with cli_errors():
-        import numpy as np
+        from escmvq.runtime.bench import report
 
-        from escmvq.runtime.threads import limit_blas_threads
-
-        limit_blas_threads(1)
-
-        from escmvq.runtime.backends import used_provider
-        from escmvq.runtime.bench import detect_jetson, environment, run_bench
-        from escmvq.runtime.bundle import load_bundle
-        from escmvq.runtime.images import load_image, tile
-        from escmvq.runtime.receiver import Receiver
-        from escmvq.runtime.transmitter import Transmitter
-
-        if device == "jetson":
-            ok, found = detect_jetson()
-            if not ok:
-                fail(f"--device jetson: this host is not a Jetson ({found})")
-        b = load_bundle(bundle)
-        prec = "int8" if int8 else "fp32"
-        tx = Transmitter(b, device=device, precision=prec, threads=threads)
-        rx = Receiver(b, device=device, precision=prec, threads=threads, decoding=decoding_value(decoding))
-        used = {"encoder": used_provider(tx.session), "decoder": used_provider(rx.session)}
-        rng = np.random.default_rng(seed)
-        if image is not None:
-            tiles = tile(load_image(image), b.tile_size)[0]
-        else:
-            tiles = rng.random((64, 3, *b.tile_size), dtype=np.float32)
-        results = []
-        for n in sizes:
-            log(f"bench: batch {n}, {warmup} warm-up + {iters} timed runs on {used['encoder']} ...")
-            results.append(run_bench(tx, rx, tiles, n, snr_db, rng, iters, warmup, channel))
-        files = b.manifest["files"]
-        report = {
-            "environment": environment(device, used),
-            "bundle": {"path": str(b.path), "sha256": b.hash_hex, "precision": prec,
-                       "bytes": sum(f["bytes"] for f in files.values()),
-                       "model_bytes": sum(files[f]["bytes"] for f in (f"encoder{'.int8' if int8 else ''}.onnx",
-                                                                      f"decoder{'.int8' if int8 else ''}.onnx"))},
-            "settings": {"snr_db": snr_db, "channel": channel, "iters": iters, "warmup": warmup,
-                         "tiles": "image " + str(image) if image else "random", "seed": seed,
-                         "receiver": rx.settings},
-            "results": results,
-        }
+        rep = report(bundle, device, sizes, iters, warmup, snr_db, channel, image, int8, threads, seed,
+                     decoding_value(decoding), log=lambda m: print(m, file=sys.stderr))
         if as_json:
-            print(json.dumps(report, indent=1))
+            print(json.dumps(rep, indent=1))
         else:
-            _print(report)
+            _print(rep)
 
 
 def _print(rep: dict) -> None:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from escmvq.cli.choices import Allocator, Variant, choice_option
 from escmvq.cli.common import cli_errors, fail, out_console
 
 
@@ -42,8 +43,8 @@ def export_cmd(
     n_check: int = typer.Option(64, "--n-check", help="Self-check tiles."),
     rate: int = typer.Option(4, "--rate", min=1, max=8,
                              help="Transmission rate R = L/T, bits per channel use (1..8: at most 256-QAM)."),
-    method: str = typer.Option("jcamp", "--method", help="Allocator: jcamp (adaptive modulation) or jcap."),
-    variant: str = typer.Option("exact", "--variant", help="Allocator variant: exact (keeps the budget) or paper."),
+    method: Allocator = choice_option("jcamp", "--method", Allocator, "Allocator: jcamp (adaptive modulation) or jcap."),
+    variant: Variant = choice_option("exact", "--variant", Variant, "Allocator variant: exact (keeps the budget) or paper."),
     int8: bool = typer.Option(False, "--int8", help="Also write static QDQ int8 encoder/decoder; report the PSNR cost."),
     trt: bool = typer.Option(False, "--trt", help="Also build fp16 TensorRT engines (needs TensorRT)."),
     seed: int = typer.Option(0, "--seed"),
@@ -57,11 +58,10 @@ def export_cmd(
                                    "on its own Gray position and puts costly label bits on the reliable positions."),
 ):
     """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
-    state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch."""
-    if method not in ("jcamp", "jcap"):
-        fail(f"--method: expected jcamp or jcap, got {method!r}", 2)
-    if variant not in ("exact", "paper"):
-        fail(f"--variant: expected exact or paper, got {variant!r}", 2)
+    state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch.
+
+    Python: ``escmvq.export.pipeline.export_checkpoint(CHECKPOINT, out, calib, method=..., variant=...)``.
+    """
     with cli_errors():
         from escmvq.export.pipeline import ExportError, export_checkpoint
 

@@ -25,7 +25,7 @@ def train_cmd(
     seed: int = typer.Option(0, help="seed of every random generator"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.ckpt"),
     budget_minutes: Optional[float] = typer.Option(
-        None, "--budget-minutes", help="wall-clock training budget, split over the stages (see README)"),
+        None, "--budget-minutes", help="wall-clock training budget, split over the stages (docs/training.md)"),
     stage_share: Optional[str] = typer.Option(
         None, "--stage-share", help="budget share per stage, e.g. '0.7,0.075,0.075,0.075,0.075' (the default, trainer.py)"),
     threads: int = typer.Option(2, help="torch CPU threads per process"),
@@ -67,16 +67,19 @@ def train_cmd(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="fine-tune: start from this checkpoint's weights (mu clipped to the floors), with a "
         "fresh optimizer and schedule; codebooks are not re-initialised or copied"),
-    tensorboard: bool = typer.Option(
-        False, "--tensorboard", help="also write the metrics (OUT/metrics.jsonl, one line per epoch) to TensorBoard "
-        "in OUT/tensorboard (needs: pip install tensorboard)"),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="train one pair of a Sec. V baseline instead, METHOD:LEVEL, e.g. 'bsc-vq:0.02', "
         "'esc-svq:3', 'bsc-sq:0.1', 'blindsc:5' (escmvq.training.baselines)"),
+    tensorboard: bool = typer.Option(
+        False, "--tensorboard", help="also write the metrics (OUT/metrics.jsonl, one line per epoch) to TensorBoard "
+        "in OUT/tensorboard (needs: pip install tensorboard)"),
 ) -> None:
-    """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt."""
+    """Train ESC-MVQ (Algorithm 1) and write OUT/last.ckpt (every epoch) and OUT/final.ckpt.
+
+    Python: ``res = escmvq.training.trainer.train(TrainConfig(preset, data, out))`` then
+    ``escmvq.training.finalize.finalize(res, data.train)`` (final.ckpt, with table (31)).
+    """
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     import torch
@@ -86,49 +89,13 @@ def train_cmd(
     rank, world = ddp.world_from_env()
 
     from escmvq.training.data import DatasetMissing, load_dataset
-    from escmvq.training.presets import get_preset
 
-    try:
-        p = get_preset(preset)
-        if baseline:
-            from escmvq.training.baselines import preset_from_spec
-
-            p = preset_from_spec(p, baseline)
-        kw = {}
-        if epochs:
-            kw["epochs_per_stage"] = tuple(int(e) for e in epochs.split(","))
-        if steps_per_epoch:
-            kw["steps_per_epoch"] = steps_per_epoch
-        if mu_raw_min is not None:
-            kw["mu_raw_min"] = mu_raw_min
-        if commit_clean:
-            kw["commit_clean"] = True
-        if encoder_grad_codebooks is not None:
-            kw["encoder_grad_codebooks"] = encoder_grad_codebooks
-        for name, val in (("schedule", schedule), ("joint_init", joint_init), ("noise", noise),
-                          ("lr", lr), ("tau0", tau0), ("decoder_cond", decoder_cond), ("cond_mix", cond_mix)):
-            if val is not None:
-                kw[name] = val
-        for name, val in (("erase_prob", erase_prob), ("mu_min", mu_min)):
-            if val is not None:
-                try:
-                    kw[name] = tuple(float(v) for v in val.split(","))
-                except ValueError:
-                    raise ValueError(f"--{name.replace('_', '-')}: expected comma-separated numbers, got {val!r}") from None
-        if kw:
-            p = p.replace(**kw)
-    except ValueError as e:
-        _fail(console, str(e))
-    from escmvq.training.trainer import DEFAULT_STAGE_SHARE
-
-    shares = DEFAULT_STAGE_SHARE if p.V == len(DEFAULT_STAGE_SHARE) else (1.0 / p.V,) * p.V
-    if stage_share:
-        try:
-            shares = tuple(float(v) for v in stage_share.split(","))
-        except ValueError:
-            _fail(console, f"--stage-share: expected comma-separated numbers, got {stage_share!r}")
-        if len(shares) != p.V or any(v <= 0 for v in shares):
-            _fail(console, f"--stage-share: expected {p.V} positive numbers, got {stage_share!r}")
+    p, epochs_override = _preset(console, preset, baseline, epochs=epochs or None, steps_per_epoch=steps_per_epoch or None,
+                                 mu_raw_min=mu_raw_min, commit_clean=commit_clean or None,
+                                 encoder_grad_codebooks=encoder_grad_codebooks, schedule=schedule,
+                                 joint_init=joint_init, noise=noise, lr=lr, tau0=tau0, decoder_cond=decoder_cond,
+                                 cond_mix=cond_mix, erase_prob=erase_prob, mu_min=mu_min)
+    shares = _stage_share(console, p.V, stage_share)
     try:
         data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
     except (DatasetMissing, ValueError) as e:
@@ -144,14 +111,15 @@ def train_cmd(
             _fail(console, msg)
     torch.set_num_threads(threads)
     ddp.setup("gloo")
-    from escmvq.training.trainer import TrainConfig, compute_distortion, train
+    from escmvq.training.finalize import finalize
+    from escmvq.training.trainer import TrainConfig, train
 
     cmdline = "escmvq train " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else ""
     cfg = TrainConfig(
         preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
         threads=threads, log_every=log_every, distortion_images=distortion_images,
         dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        epochs_override=kw.get("epochs_per_stage"), init_from=init_from, tensorboard=tensorboard,
+        epochs_override=epochs_override, init_from=init_from, tensorboard=tensorboard,
         console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
                                                          "stage_share": list(shares)},
     )
@@ -160,27 +128,67 @@ def train_cmd(
     ddp.teardown()
     if rank != 0:
         return
-    model, pre, norm = res["model"], res["preset"], res["normalisation"]
-    mean = torch.tensor(norm["mean"], dtype=torch.float32)
-    std = torch.tensor(norm["std"], dtype=torch.float32)
-    imgs = data.train if distortion_images is None else data.train[:distortion_images]
-    t1 = time.time()
-    model.eval()
-    table = compute_distortion(model, imgs, mean, std)
-    console.print(f"distortion table (31) over {len(imgs)} training images: {time.time() - t1:.1f} s", highlight=False)
-    from escmvq.training.checkpoint import save_checkpoint
+    final = finalize(res, data.train, distortion_images, trained_at=t_trained,
+                     log=lambda m: console.print(m, highlight=False))
+    _print_summary(console, res, final, data.name)
 
-    ck = torch.load(res["last"], map_location="cpu", weights_only=True)
-    keep = {k: v for k, v in ck.items() if k not in ("format", "version", "preset", "model_state", "image_size",
-                                                      "latent_shape", "codebooks", "mu", "distortion")}
-    keep["distortion"] = table
-    keep["distortion_images"] = len(imgs)
-    # wall time of the whole run, earlier processes of a resumed run included (an epoch cut
-    # short by an interruption is redone and counted once), plus table (31)
-    keep["train_wall_s"] = res["summary"]["train_seconds"] + (time.time() - t_trained)
-    final = save_checkpoint(out / "final.ckpt", model, pre, **keep)
-    hist = res["summary"]["history"]
-    tab = Table(title=f"ESC-MVQ {pre.name} on {data.name}: {len(hist)} epochs, {keep['train_wall_s'] / 60:.1f} min")
+
+def _preset(console, name: str, baseline: str | None, **opts) -> tuple:
+    """The preset ``name`` (or its ``--baseline`` pair) with the command line's overrides ``opts``
+    (preset field -> value, None = not given; ``epochs``, ``erase_prob`` and ``mu_min`` as the
+    comma-separated text) -> ``(preset, epochs per stage or None)``; a bad value is a one-line error."""
+    from escmvq.training.presets import get_preset
+
+    listed = {"epochs": "epochs_per_stage", "erase_prob": "erase_prob", "mu_min": "mu_min"}
+    kw = {}
+    try:
+        p = get_preset(name)
+        if baseline:
+            from escmvq.training.baselines import preset_from_spec
+
+            p = preset_from_spec(p, baseline)
+        for key, val in opts.items():
+            if val is None:
+                continue
+            if key not in listed:
+                kw[key] = val
+                continue
+            conv = int if key == "epochs" else float
+            try:
+                kw[listed[key]] = tuple(conv(v) for v in val.split(","))
+            except ValueError:
+                raise ValueError(f"--{key.replace('_', '-')}: expected comma-separated numbers, got {val!r}") from None
+        if kw:
+            p = p.replace(**kw)
+    except ValueError as e:
+        _fail(console, str(e))
+    return p, kw.get("epochs_per_stage")
+
+
+def _stage_share(console, V: int, text) -> tuple[float, ...]:
+    """``--stage-share`` (None: the trainer's default for five codebooks, else equal shares)."""
+    from escmvq.training.trainer import DEFAULT_STAGE_SHARE
+
+    shares = DEFAULT_STAGE_SHARE if V == len(DEFAULT_STAGE_SHARE) else (1.0 / V,) * V
+    if text:
+        try:
+            shares = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            _fail(console, f"--stage-share: expected comma-separated numbers, got {text!r}")
+        if len(shares) != V or any(v <= 0 for v in shares):
+            _fail(console, f"--stage-share: expected {V} positive numbers, got {text!r}")
+    return shares
+
+
+def _print_summary(console, res: dict, final: Path, data_name: str) -> None:
+    """The last epoch per codebook (eval PSNR, perplexity, dead codewords, mu, table (31)) and the checkpoint."""
+    import numpy as np
+    import torch
+    from rich.table import Table
+
+    ck = torch.load(final, map_location="cpu", weights_only=True)
+    table, pre, hist = np.asarray(ck["distortion"]), res["preset"], res["summary"]["history"]
+    tab = Table(title=f"ESC-MVQ {pre.name} on {data_name}: {len(hist)} epochs, {ck['train_wall_s'] / 60:.1f} min")
     for c in ("codebook", "PSNR clean (eval)", "perplexity", "dead", "mu mean", "mu median", "mu min", "mu max", "D (31) mean"):
         tab.add_column(c, justify="right")
     last = hist[-1] if hist else None
@@ -210,7 +218,10 @@ def report_cmd(
     threads: int = typer.Option(2, help="torch CPU threads"),
     ship: Optional[Path] = typer.Option(None, "--ship", help="also write a copy without optimizer/RNG state here"),
 ) -> None:
-    """Per-codebook PSNR on the test split (no bit errors / bit errors from its own mu), usage, mu stats, Fig. 3 PNG."""
+    """Per-codebook PSNR on the test split (no bit errors / bit errors from its own mu), usage, mu stats, Fig. 3 PNG.
+
+    Python: ``escmvq.training.report.write_report(evaluate_checkpoint(CHECKPOINT, images), out)``.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -252,7 +263,10 @@ def mu_plot_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint"),
     out: Path = typer.Option(..., "--out", help="PNG to write"),
 ) -> None:
-    """Fig. 3: CDF of the trained bit-flip probabilities of every codebook, as a PNG."""
+    """Fig. 3: CDF of the trained bit-flip probabilities of every codebook, as a PNG.
+
+    Python: ``escmvq.training.report.plot_mu_cdf(load_checkpoint(CHECKPOINT)[1]["mu"], out)``.
+    """
     from rich.console import Console
 
     console = Console()

@@ -8,11 +8,11 @@ from typing import Optional
 
 import typer
 
+from escmvq.cli.choices import Channel, ChannelOpt
 from escmvq.cli.common import cli_errors, fail, fresh_path, out_console, parse_snr, tile_progress
 
 BundleOpt = typer.Option(None, "--bundle", "-b", help="Bundle folder (default: the shipped model).")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the channel draws (np.random.Generator).")
-ChannelOpt = typer.Option("rayleigh", "--channel", help="rayleigh (block fading, perfect CSI) or awgn.")
 PerImageOpt = typer.Option(False, "--per-image", help="One fading realisation per image instead of per tile.")
 DeviceOpt = typer.Option("cpu", "--device", help="ONNX Runtime device: cpu, cuda, tensorrt.")
 Int8Opt = typer.Option(False, "--int8", help="Use the bundle's int8 encoder/decoder (export --int8).")
@@ -73,23 +73,20 @@ def _n_tiles(img, bundle) -> int:
     return rows * cols
 
 
-def _channel(name: str) -> str:
-    if name not in ("rayleigh", "awgn"):
-        fail(f"--channel: expected rayleigh or awgn, got {name!r}", 2)
-    return name
-
-
 def tx_cmd(
     image: Path = typer.Argument(..., help="Image file (any size/mode Pillow reads)."),
     snr: str = typer.Option(..., "--snr", help="SNR in dB, eq. (53)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Frame file (default: IMAGE stem + .tx)."),
-    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt, force: bool = ForceOpt,
     received: bool = typer.Option(False, "--through-channel",
                                   help="Apply the channel here and store the received samples (rx only decodes)."),
 ):
-    """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx)."""
-    snr_db, channel = parse_snr(snr), _channel(channel)
+    """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx).
+
+    Python: ``escmvq.runtime.transmitter.transmit_image(Transmitter(bundle), load_image(IMAGE), snr_db, rng, channel)``.
+    """
+    snr_db = parse_snr(snr)
     with cli_errors():
         import numpy as np
 
@@ -99,7 +96,7 @@ def tx_cmd(
 
         from escmvq.runtime.files import atomic_write_bytes, check_output
         from escmvq.runtime.images import load_image
-        from escmvq.runtime.link import transmit_image
+        from escmvq.runtime.transmitter import transmit_image
         from escmvq.runtime.transmitter import Transmitter
 
         out = output if output is not None else _default_output(image, ".tx")
@@ -128,7 +125,10 @@ def rx_cmd(
     bundle: Optional[Path] = BundleOpt, seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt,
     force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Apply the channel (for a transmitted frame) and decode a .tx frame to a PNG."""
+    """Apply the channel (for a transmitted frame) and decode a .tx frame to a PNG.
+
+    Python: ``escmvq.runtime.receiver.receive_frame(Receiver(bundle), frame.parse(data), rng)``.
+    """
     with cli_errors():
         import numpy as np
 
@@ -139,7 +139,7 @@ def rx_cmd(
         from escmvq.runtime.files import atomic_write, check_output
         from escmvq.runtime.frame import FrameError, parse
         from escmvq.runtime.images import load_image, psnr, save_png
-        from escmvq.runtime.link import receive_frame
+        from escmvq.runtime.receiver import receive_frame
         from escmvq.runtime.receiver import Receiver
 
         out = output if output is not None else _default_output(frame_path, ".rx.png")
@@ -172,7 +172,7 @@ def link_cmd(
     snr: str = typer.Option(..., "--snr", help="SNR in dB, eq. (53)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Side-by-side PNG (default: IMAGE stem + .link.png, never overwritten)."),
-    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt, force: bool = ForceOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH",
@@ -183,8 +183,11 @@ def link_cmd(
     decoding: Optional[Decoding] = DecodingOpt,
 ):
     """Transmitter, channel and receiver in one go: PSNR, channel uses, codebook use,
-    per-stage latency, and a side-by-side PNG (input | output)."""
-    snr_db, channel = parse_snr(snr), _channel(channel)
+    per-stage latency, and a side-by-side PNG (input | output).
+
+    Python: ``escmvq.runtime.link.run_link(Transmitter(bundle), Receiver(bundle), load_image(IMAGE), snr_db, rng, channel)``.
+    """
+    snr_db = parse_snr(snr)
     with cli_errors():
         import numpy as np
 
@@ -287,7 +290,9 @@ def stream_rx_cmd(
     """Receiver process: listen on a socket, apply the channel, decode each frame, write PNGs; one JSON line per image.
 
     Serves one transmitter at a time (others wait their turn) and exits when a stream has ended and nobody waits.
-    Replaces only a stale socket at --socket; refuses a file, a folder or a socket a receiver answers on."""
+    Replaces only a stale socket at --socket; refuses a file, a folder or a socket a receiver answers on.
+
+    Python: ``escmvq.runtime.stream.serve_receiver(socket, bundle, outdir, seed, force, device)``."""
     with cli_errors():
         from escmvq.runtime.stream import serve_receiver
         from escmvq.runtime.threads import limit_blas_threads
@@ -302,11 +307,14 @@ def stream_tx_cmd(
     images: list[Path] = typer.Argument(..., help="Images to stream."),
     snr: str = typer.Option(..., "--snr", help="SNR in dB."),
     socket_path: Path = typer.Option(..., "--socket", help="Unix socket of a running `escmvq stream-rx`."),
-    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt,
 ):
-    """Transmitter process: stream IMAGES to a running receiver; one JSON line per image."""
-    snr_db, channel = parse_snr(snr), _channel(channel)
+    """Transmitter process: stream IMAGES to a running receiver; one JSON line per image.
+
+    Python: ``escmvq.runtime.stream.run_transmitter(socket, images, snr_db, bundle, seed, channel)``.
+    """
+    snr_db = parse_snr(snr)
     with cli_errors():
         from escmvq.runtime.stream import run_transmitter
         from escmvq.runtime.threads import limit_blas_threads
@@ -321,11 +329,14 @@ def stream_cmd(
     images: list[Path] = typer.Argument(..., help="Images to stream."),
     snr: str = typer.Option(..., "--snr", help="SNR in dB."),
     outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
-    bundle: Optional[Path] = BundleOpt, channel: str = ChannelOpt, per_image: bool = PerImageOpt,
+    bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Start a receiver process and stream IMAGES to it from this (transmitter) process."""
-    snr_db, channel = parse_snr(snr), _channel(channel)
+    """Start a receiver process and stream IMAGES to it from this (transmitter) process.
+
+    Python: ``escmvq.runtime.stream.run_transmitter`` to a ``serve_receiver`` in another process.
+    """
+    snr_db = parse_snr(snr)
     with cli_errors():
         import shutil
         import subprocess

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from escmvq.core.vocab import EVAL_DATASETS
 from escmvq.io.jpeg_pack import JpegPackError, decode_jpeg_pack
 from escmvq.io.paths import DataRootError, checkout_data_dir, data_root
 
 __all__ = ["DatasetError", "DATASETS", "default_data_dir", "load_cifar10_test", "load_kodak_tiles", "load_images"]
 
-DATASETS = ("cifar10", "kodak")
+DATASETS = EVAL_DATASETS
 
 
 class DatasetError(ValueError):

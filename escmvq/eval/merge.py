@@ -12,10 +12,15 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["SHARED_FIELDS", "load_sweep", "merge_sweeps", "markdown_table"]
+__all__ = ["SHARED_FIELDS", "load_sweep", "merge_sweeps", "markdown_table", "parse_source", "common_receiver",
+           "merge_results", "LEGACY_RECEIVER", "LEARNED_KINDS"]
 
 # fields that must agree for two sweeps to be comparable point by point
 SHARED_FIELDS = ("dataset", "channel", "snr_db", "n_images", "realizations", "seed", "batch")
+# results written before the receiver was recorded all used hard decisions
+LEGACY_RECEIVER = {"decoding": "hard", "estimate": None, "llr": None, "prior": None}
+# method kinds with a learned receiver (their receiver settings must agree to be merged)
+LEARNED_KINDS = ("esc-mvq", "pair-set")
 
 
 def load_sweep(path) -> tuple[dict, str]:
@@ -85,6 +90,45 @@ def merge_sweeps(sources, keep=None, rename=None) -> dict:
             out[k] = base[k]
     out["methods"] = methods
     return out
+
+
+def parse_source(spec: str) -> tuple[str | None, Path]:
+    """``PATH`` or ``LABEL=PATH`` (LABEL: letters, digits, ``_ . -``) -> ``(label or None, path)``;
+    an existing file named like ``LABEL=PATH`` is read as a path."""
+    import re
+
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", spec)
+    return (m.group(1), Path(m.group(2))) if m and not Path(spec).exists() else (None, Path(spec))
+
+
+def common_receiver(sources) -> dict | None:
+    """The receiver setting shared by every file with a learned method (files before the
+    setting was recorded: hard decisions), None when no file has one; a difference is a
+    one-line ValueError."""
+    first = None
+    for _, path in sources:
+        doc, _ = load_sweep(path)
+        if not any(r.get("kind") in LEARNED_KINDS or ("kind" not in r and r.get("pairs"))
+                   for r in doc["methods"].values()):
+            continue
+        rx = doc.get("receiver", LEGACY_RECEIVER)
+        if first is None:
+            first = (path, rx)
+        elif rx != first[1]:
+            raise ValueError(f"{path}: receiver {json.dumps(rx)} differs from {first[0]}'s {json.dumps(first[1])}; "
+                             "only sweeps with the same receiver setting can be merged")
+    return None if first is None else first[1]
+
+
+def merge_results(sources, keep=None, rename=None) -> dict:
+    """What ``escmvq eval-merge`` merges: :func:`merge_sweeps` of ``sources`` (``[(label or None,
+    path)]``, see :func:`parse_source`), refusing files whose learned methods used different
+    receiver settings, and recording the common setting as ``receiver``."""
+    receiver = common_receiver(sources)
+    doc = merge_sweeps(sources, keep, rename)
+    if receiver is not None:
+        doc["receiver"] = receiver
+    return doc
 
 
 def markdown_table(doc: dict) -> str:

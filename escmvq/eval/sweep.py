@@ -1,4 +1,4 @@
-"""The batched end-to-end PSNR-vs-SNR sweep of an ESC-MVQ bundle (Fig. 5, Fig. 8).
+"""ESC-MVQ and K-pair links for the sweep driver (Fig. 5, Fig. 8).
 
 Everything runs on the torch-free runtime: the bundle's ONNX encoder and decoder through
 ONNX Runtime, the allocator's plan derived on *both* sides from ``(P_tot, gamma)``
@@ -9,84 +9,30 @@ decisions or soft decoding (bit LLRs -> label posterior -> MMSE codeword), one s
 every learned method of a sweep (``receiver``, recorded in each result's ``info``).
 
 Per batch of images the encoder runs once (its output does not depend on the SNR or the
-method); the transmitter's remaining stages (plan, codebook search, bits, QAM, power) are
-the runtime's own ``transmitter.send_subvectors`` (via :func:`send_latent`; a test checks it gives
-the same samples), and the receiver is :meth:`Receiver.receive` unchanged.
+method: JCAMP and JCAP of one bundle share it); the transmitter's remaining stages (plan,
+codebook search, bits, QAM, power) are the runtime's own ``transmitter.send_subvectors``
+(via :func:`send_latent`; a test checks it gives the same samples), and the receiver is
+:meth:`Receiver.receive` unchanged.
 
-Randomness and reproducibility (``np.random.Generator`` everywhere, no global state):
-
-- For realisation ``r`` of the batch starting at image ``start``, the fading draw comes
-  from ``SeedSequence(seed, spawn_key=(r, start, 0))`` and the noise from
-  ``(r, start, 1)``. Every image has its own block-fading coefficient ``h`` (Rayleigh,
-  E|h|^2 = 1; AWGN: h = 1) for the whole frame.
-- The same fading coefficient and the same unit-variance noise draw are used for every
-  SNR point and every method (common random numbers): comparisons between methods and
-  between neighbouring SNRs are paired, so their differences have less variance. The JPEG
-  + LDPC baseline draws its fading from the same streams (:func:`fading`).
-- Results are therefore a deterministic function of (bundle, images, SNRs, channel,
-  realisations, seed, batch size).
-
-Statistics (see :mod:`escmvq.eval.stats`): per image, the PSNR (eq. 52, 8-bit) averaged
-over its ``realizations``; per SNR point, the mean over images with a Student-t 95%
-interval over images (the images are the independent units).
+:class:`EscMethod` (one allocator of a bundle) and :class:`PairSetMethod` (a K-pair
+baseline) are :class:`~escmvq.eval.driver.Link` s: the loop, the random streams (the same
+fading and unit noise for every SNR point and method: common random numbers) and the
+statistics are :func:`~escmvq.eval.driver.simulate`'s. :func:`sweep_esc` and
+:func:`sweep_pairs` are that loop with these links.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from escmvq.eval.stats import mean_ci, psnr_batch
+from escmvq.core.vocab import ALLOCATORS, CHANNELS, check_name
+from escmvq.eval.driver import BaseLink, MethodResult, check_images, fading, noise_rng, parse_snr_grid, simulate
 
 __all__ = ["ESC_METHODS", "CHANNELS", "fading", "noise_rng", "allocator_for", "EscLink", "send_latent",
-           "MethodResult", "sweep_esc", "parse_snr_grid", "PairSet", "sweep_pairs"]
+           "MethodResult", "sweep_esc", "parse_snr_grid", "PairSet", "sweep_pairs", "EscMethod", "PairSetMethod"]
 
-ESC_METHODS = ("jcamp", "jcap")
-CHANNELS = ("awgn", "rayleigh")
-
-
-def parse_snr_grid(text: str) -> list[float]:
-    """``"-5:25:2.5"`` (start:stop:step, stop included when on the grid) or ``"0,5,10"``
-    -> list of SNRs in dB. Raises ValueError with a one-line reason."""
-    text = str(text).strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            a, b, s = parts
-            if not s > 0 or b < a:
-                raise ValueError
-            n = int(np.floor((b - a) / s + 1e-9)) + 1
-            vals = [round(a + k * s, 10) for k in range(n)]
-        else:
-            vals = [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--snr: {text!r} is not START:STOP:STEP (STEP > 0, STOP >= START) or a comma list") from None
-    if not vals or len(vals) > 1000:
-        raise ValueError(f"--snr: {text!r} gives {len(vals)} points (1..1000 allowed)")
-    if not all(np.isfinite(v) and -50.0 <= v <= 100.0 for v in vals):
-        raise ValueError(f"--snr: values must be finite and within [-50, 100] dB, got {text!r}")
-    return vals
-
-
-def _seq(seed: int, r: int, start: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(r), int(start), int(stream))))
-
-
-def fading(seed: int, channel: str, r: int, start: int, b: int) -> np.ndarray:
-    """Block-fading coefficients ``[b]`` complex64 of images ``start .. start+b-1`` in
-    realisation ``r``: ones for AWGN, CN(0, 1) for Rayleigh (one per image)."""
-    from escmvq.core.channels import draw_h
-
-    return draw_h(_seq(seed, r, start, 0), b, channel)
-
-
-def noise_rng(seed: int, r: int, start: int) -> np.random.Generator:
-    """A fresh generator of the noise stream of (realisation ``r``, batch ``start``);
-    called anew for every SNR and method so all see the same draw."""
-    return _seq(seed, r, start, 1)
+ESC_METHODS = ALLOCATORS
 
 
 def allocator_for(bundle, method: str):
@@ -96,8 +42,7 @@ def allocator_for(bundle, method: str):
     allocator has them, its erasure states and position-aware layout (JCAP: ~0.5 s)."""
     from escmvq.runtime.alloc_adapter import make_allocator
 
-    if method not in ESC_METHODS:
-        raise ValueError(f"method: expected one of {', '.join(ESC_METHODS)}, got {method!r}")
+    check_name("method", method, ESC_METHODS)
     spec = bundle.model.get("allocator", {})
     if spec.get("method") == method:
         return bundle.allocator
@@ -186,33 +131,49 @@ class EscLink:
         return rec, cbs, sent, r.labels
 
 
-@dataclass
-class MethodResult:
-    """Per-method results of a sweep over ``S`` SNR points and ``n`` images.
+class EscMethod(BaseLink):
+    """One allocator (JCAMP or JCAP) of a bundle as a sweep :class:`~escmvq.eval.driver.Link`.
 
-    psnr : ``[S, n]`` float64, per-image PSNR averaged over realisations;
-    extra : per-SNR lists of JSON-able diagnostics (method-specific);
-    samples : ``[S, k, th, tw, 3]`` uint8 reconstructions of the first ``k`` images
-    (realisation 0), for Fig. 6; seconds : wall time spent in this method.
+    link : the :class:`EscLink` (plan caches and receiver); encoder : the bundle's
+    :class:`~escmvq.runtime.transmitter.Transmitter` (its encoder output is shared by every
+    method of the bundle); noise_var : sigma^2 of eq. (53); setup_s : time spent building
+    ``link``. Counters per run: label errors of the sent sub-vectors, codebook sums and use.
     """
-    name: str
-    psnr: np.ndarray
-    extra: dict = field(default_factory=dict)
-    samples: np.ndarray | None = None
-    seconds: float = 0.0
-    info: dict = field(default_factory=dict)
 
-    def summary(self) -> dict:
-        """JSON-able: mean PSNR, 95% CI half-width, std and n per SNR point, plus ``extra``."""
-        stats = [mean_ci(row) for row in self.psnr]
-        return {
-            "psnr_mean": [s["mean"] for s in stats],
-            "psnr_ci95": [s["ci"] for s in stats],
-            "psnr_std": [s["std"] for s in stats],
-            "n_images": int(self.psnr.shape[1]),
-            "seconds": self.seconds,
-            **self.info,
-            **self.extra,
+    def __init__(self, link: EscLink, encoder, noise_var: float = 1.0, setup_s: float = 0.0):
+        self.link, self.encoder, self.noise_var, self.setup_s = link, encoder, float(noise_var), float(setup_s)
+        self.name = link.method
+        self.prepare_key = ("encoder", id(encoder))
+        self.V = link.bundle.codebooks.shape[0]
+        self.N = int(link.bundle.model["N"])
+
+    def begin(self, images: np.ndarray) -> None:
+        check_images(images, self.link.bundle.tile_size)
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        from escmvq.core import pvq
+
+        return pvq.to_subvectors(self.encoder.encode(images.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)))
+
+    def run(self, images, h, snr_db, rng, prepared=None):
+        from escmvq.runtime.transmitter import snr_to_ptot
+
+        zs = self.prepare(images) if prepared is None else prepared
+        p_tot = snr_to_ptot(snr_db, self.link.bundle.n_bits, self.noise_var)
+        rec, cbs, sent, got = self.link.run(zs, h, p_tot, rng, self.noise_var)
+        V = self.V
+        return rec, {"label_errors": float(np.count_nonzero((sent != got) & (cbs < V))),  # sent ones only
+                     "codebook_sum": cbs.sum(0), "codebook_use": np.bincount(cbs.ravel(), minlength=V)[:V]}
+
+    def summary(self, totals, n_transmissions):
+        """Per SNR: the label error rate, the fraction of sub-vectors on each codebook ``[V]``
+        and the mean assigned codebook per sub-vector ``[N]`` (Fig. 8; 1-based like the paper)."""
+        denom, N = float(n_transmissions), self.N
+        info = {"pairs": 1, "kind": "esc-mvq", "allocator": self.name, "receiver": self.link.rx.settings}
+        return info, {
+            "label_error_rate": (np.array([t["label_errors"] for t in totals]) / (denom * N)).tolist(),
+            "codebook_use": (np.stack([t["codebook_use"] for t in totals]) / (denom * N)).tolist(),
+            "mean_codebook": (np.stack([t["codebook_sum"] for t in totals]) / denom + 1.0).tolist(),
         }
 
 
@@ -236,32 +197,28 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
     sub-vectors on each codebook ``[V]`` and the mean assigned codebook per sub-vector
     ``[N]`` (Fig. 8; 1-based like the paper).
     """
-    from escmvq.core import pvq
+    return simulate(esc_methods(bundle, images, methods, channel, realizations, batch, noise_var, threads, links,
+                                receiver),
+                    images, snrs, channel, realizations, seed, batch, keep, progress)
+
+
+def esc_methods(bundle, images, methods=ESC_METHODS, channel: str = "rayleigh", realizations: int = 1,
+                batch: int = 256, noise_var: float = 1.0, threads: int | None = None, links: dict | None = None,
+                receiver: dict | None = None) -> list[EscMethod]:
+    """The :class:`EscMethod` links of ``methods`` for ``bundle`` (a Bundle or a path), sharing
+    one encoder; ``links`` and ``receiver`` as :func:`sweep_esc`. The arguments are checked
+    before any link is built (a JCAP allocator takes about 0.5 s)."""
     from escmvq.runtime.bundle import Bundle, load_bundle
-    from escmvq.runtime.transmitter import Transmitter, snr_to_ptot
+    from escmvq.runtime.transmitter import Transmitter
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    images = np.asarray(images)
-    th, tw = bundle.tile_size
-    if images.ndim != 4 or images.shape[1:] != (th, tw, 3) or images.dtype != np.uint8:
-        raise ValueError(f"images: expected [n, {th}, {tw}, 3] uint8, got {images.shape} {images.dtype}")
-    n = len(images)
-    if n < 1:
-        raise ValueError("images: empty")
-    snrs = [float(s) for s in snrs]
-    if channel not in CHANNELS:
-        raise ValueError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}")
+    check_images(images, bundle.tile_size)
+    check_name("channel", channel, CHANNELS)
     methods = list(methods)
     for m in methods:
-        if m not in ESC_METHODS:
-            raise ValueError(f"method: expected one of {', '.join(ESC_METHODS)}, got {m!r}")
+        check_name("method", m, ESC_METHODS)
     if realizations < 1 or batch < 1:
         raise ValueError("realizations and batch must be >= 1")
-    V = bundle.codebooks.shape[0]
-    N = int(bundle.model["N"])
-    S, K = len(snrs), int(realizations)
-    p_tots = [snr_to_ptot(s, bundle.n_bits, noise_var) for s in snrs]
-
     tx = Transmitter(bundle, threads=threads)
     links = dict(links or {})
     t_setup = {}
@@ -271,50 +228,7 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
             links[m] = EscLink(bundle, m, threads=threads, receiver=receiver)
             t_setup[m] = time.perf_counter() - t0
     _same_receiver([links[m].rx for m in methods], receiver)
-    psnr = {m: np.zeros((S, n)) for m in methods}
-    label_err = {m: np.zeros(S) for m in methods}
-    cb_sum = {m: np.zeros((S, N)) for m in methods}
-    cb_use = {m: np.zeros((S, V)) for m in methods}
-    secs = {m: t_setup.get(m, 0.0) for m in methods}
-    k_keep = min(int(keep), n)
-    samples = {m: np.zeros((S, k_keep, th, tw, 3), np.uint8) for m in methods}
-    t_enc = 0.0
-    for start in range(0, n, batch):
-        imgs = images[start:start + batch]
-        b = len(imgs)
-        t0 = time.perf_counter()
-        zs = pvq.to_subvectors(tx.encode(imgs.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)))
-        t_enc += time.perf_counter() - t0
-        for r in range(K):
-            h = fading(seed, channel, r, start, b)
-            for si, p_tot in enumerate(p_tots):
-                for m in methods:
-                    t0 = time.perf_counter()
-                    rec, cbs, sent, got = links[m].run(zs, h, p_tot, noise_rng(seed, r, start), noise_var)
-                    psnr[m][si, start:start + b] += psnr_batch(imgs, rec) / K
-                    label_err[m][si] += float(np.count_nonzero((sent != got) & (cbs < V)))  # sent ones only
-                    cb_sum[m][si] += cbs.sum(0)
-                    cb_use[m][si] += np.bincount(cbs.ravel(), minlength=V)[:V]
-                    if r == 0 and start < k_keep:
-                        samples[m][si, start:k_keep] = rec[: k_keep - start]
-                    secs[m] += time.perf_counter() - t0
-                    if progress is not None:
-                        progress(b)
-    out = {}
-    for m in methods:
-        denom = float(n * K)
-        res = MethodResult(
-            name=m, psnr=psnr[m], samples=samples[m] if k_keep else None,
-            seconds=secs[m] + t_enc / len(methods),
-            info={"pairs": 1, "kind": "esc-mvq", "allocator": m, "receiver": links[m].rx.settings},
-            extra={
-                "label_error_rate": (label_err[m] / (denom * N)).tolist(),
-                "codebook_use": (cb_use[m] / (denom * N)).tolist(),
-                "mean_codebook": (cb_sum[m] / denom + 1.0).tolist(),
-            },
-        )
-        out[m] = res
-    return out
+    return [EscMethod(links[m], tx, noise_var, t_setup.get(m, 0.0)) for m in methods]
 
 
 class PairSet:
@@ -387,63 +301,67 @@ def _pair_receivers(pairs: "PairSet") -> dict:
     return out
 
 
+class PairSetMethod(BaseLink):
+    """A :class:`PairSet` as a sweep :class:`~escmvq.eval.driver.Link` named ``name``.
+
+    Per image the pair is chosen from ``(P_tot, gamma)`` (:meth:`PairSet.choose`); a pair
+    encodes a batch only when some image of it needs that pair. The unit noise of a run is
+    drawn once from its generator and cut per pair, so every pair and SNR point sees the
+    same draw. Counters per run: label errors and the images per pair.
+    """
+
+    def __init__(self, pairs: PairSet, name: str = "pairs", noise_var: float = 1.0):
+        self.pairs, self.name, self.noise_var = pairs, name, float(noise_var)
+        b0 = pairs.bundles[0]
+        self.N, self.T = int(b0.model["N"]), b0.n_symbols
+
+    def begin(self, images: np.ndarray) -> None:
+        check_images(images, self.pairs.bundles[0].tile_size)
+
+    def prepare(self, images: np.ndarray) -> dict:
+        # pair index -> sub-vectors of this batch, filled on first use
+        return {"x01": images.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255), "zs": {}}
+
+    def run(self, images, h, snr_db, rng, prepared=None):
+        from escmvq.core import channels, pvq
+        from escmvq.core.channels import channel_gamma
+        from escmvq.runtime.transmitter import snr_to_ptot
+
+        pairs, nv, b = self.pairs, self.noise_var, len(images)
+        prepared = prepared if prepared is not None else self.prepare(images)
+        zs = prepared["zs"]
+        p_tot = snr_to_ptot(snr_db, pairs.bundles[0].n_bits, nv)
+        noise = np.asarray(channels.apply(np.zeros((b, self.T), np.complex64), np.ones(b, np.complex64),
+                                          np.ones(self.T), rng, noise_var=nv), np.complex64)
+        pick = pairs.choose(p_tot, channel_gamma(h, nv))
+        rec_all = np.empty(images.shape, np.uint8)
+        lerr = 0.0
+        use = np.zeros(len(pairs))
+        for k in np.unique(pick):
+            rows = np.nonzero(pick == k)[0]
+            if k not in zs:
+                zs[k] = pvq.to_subvectors(pairs.tx[k].encode(prepared["x01"]))
+            rec, _, sent, got = pairs.links[k].run(zs[k][rows], h[rows], p_tot, None, nv, noise=noise[rows])
+            rec_all[rows] = rec
+            lerr += float(np.count_nonzero(sent != got))
+            use[k] += rows.size
+        return rec_all, {"label_errors": lerr, "pair_use": use}
+
+    def summary(self, totals, n_transmissions):
+        """Per SNR: ``label_error_rate`` and ``pair_use [K]`` (fraction of images per pair)."""
+        pairs, tot = self.pairs, float(n_transmissions)
+        info = {"pairs": len(pairs), "kind": "pair-set", "pair_names": pairs.names,
+                "parameter_bytes": pairs.parameter_bytes, "pair_costs_per_unit_gamma": pairs.costs.tolist(),
+                **_pair_receivers(pairs)}
+        return info, {"label_error_rate": (np.array([t["label_errors"] for t in totals]) / (tot * self.N)).tolist(),
+                      "pair_use": (np.stack([t["pair_use"] for t in totals]) / tot).tolist()}
+
+
 def sweep_pairs(pairs: PairSet, images: np.ndarray, snrs, channel: str = "rayleigh", realizations: int = 1,
                 seed: int = 0, batch: int = 256, noise_var: float = 1.0, keep: int = 0, progress=None,
                 name: str = "pairs") -> MethodResult:
     """PSNR-vs-SNR of a :class:`PairSet`; arguments and randomness as :func:`sweep_esc` (same
-    fading streams; the unit noise of a batch is drawn once from its noise stream and shared
+    fading streams; the unit noise of a batch is drawn from its noise stream and shared
     by every pair and SNR). Extras per SNR: ``label_error_rate``, ``pair_use [K]``."""
-    from escmvq.core import channels, pvq
-    from escmvq.core.channels import channel_gamma as gamma_of
-    from escmvq.runtime.transmitter import snr_to_ptot
-
-    b0 = pairs.bundles[0]
-    images = np.asarray(images)
-    th, tw = b0.tile_size
-    if images.ndim != 4 or images.shape[1:] != (th, tw, 3) or images.dtype != np.uint8 or len(images) == 0:
-        raise ValueError(f"images: expected [n, {th}, {tw}, 3] uint8, got {images.shape} {images.dtype}")
-    if channel not in CHANNELS:
-        raise ValueError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}")
-    n, S, K, P = len(images), len(snrs), int(realizations), len(pairs)
-    T, N = b0.n_symbols, int(b0.model["N"])
-    p_tots = [snr_to_ptot(float(s), b0.n_bits, noise_var) for s in snrs]
-    psnr = np.zeros((S, n))
-    lerr = np.zeros(S)
-    use = np.zeros((S, P))
-    k_keep = min(int(keep), n)
-    samples = np.zeros((S, k_keep, th, tw, 3), np.uint8)
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        imgs = images[start:start + batch]
-        b = len(imgs)
-        x01 = imgs.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
-        zs: dict[int, np.ndarray] = {}
-        for r in range(K):
-            h = fading(seed, channel, r, start, b)
-            gam = gamma_of(h, noise_var)
-            noise = np.asarray(channels.apply(np.zeros((b, T), np.complex64), np.ones(b, np.complex64),
-                                              np.ones(T), noise_rng(seed, r, start), noise_var=noise_var), np.complex64)
-            for si, p_tot in enumerate(p_tots):
-                pick = pairs.choose(p_tot, gam)
-                rec_all = np.empty((b, th, tw, 3), np.uint8)
-                for k in np.unique(pick):
-                    rows = np.nonzero(pick == k)[0]
-                    if k not in zs:
-                        zs[k] = pvq.to_subvectors(pairs.tx[k].encode(x01))
-                    rec, _, sent, got = pairs.links[k].run(zs[k][rows], h[rows], p_tot, None, noise_var,
-                                                           noise=noise[rows])
-                    rec_all[rows] = rec
-                    lerr[si] += float(np.count_nonzero(sent != got))
-                    use[si, k] += rows.size
-                psnr[si, start:start + b] += psnr_batch(imgs, rec_all) / K
-                if r == 0 and start < k_keep:
-                    samples[si, start:k_keep] = rec_all[: k_keep - start]
-                if progress is not None:
-                    progress(b)
-    tot = float(n * K)
-    return MethodResult(
-        name=name, psnr=psnr, samples=samples if k_keep else None, seconds=time.perf_counter() - t0,
-        info={"pairs": P, "kind": "pair-set", "pair_names": pairs.names, "parameter_bytes": pairs.parameter_bytes,
-              "pair_costs_per_unit_gamma": pairs.costs.tolist(), **_pair_receivers(pairs)},
-        extra={"label_error_rate": (lerr / (tot * N)).tolist(), "pair_use": (use / tot).tolist()},
-    )
+    link = PairSetMethod(pairs, name, noise_var)
+    return simulate([link], images, snrs, channel, realizations, seed, batch, keep, progress)[name]

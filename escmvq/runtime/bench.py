@@ -1,7 +1,8 @@
 """Per-stage latency/throughput of the runtime (``escmvq bench``), MLPerf-edge style:
 SingleStream (batch 1: p50/p90/p99 latency) and Offline (batch N: throughput), after a
 warm-up, with the environment recorded (host, provider really used, versions, and on a
-Jetson the L4T release, nvpmodel mode, jetson_clocks state and power from jetson-stats)."""
+Jetson the L4T release, nvpmodel mode, jetson_clocks state and power from jetson-stats).
+:func:`report` is the whole ``escmvq bench`` run as one call."""
 from __future__ import annotations
 
 import os
@@ -16,9 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from escmvq.core.channels import apply_channel, draw_h
+from escmvq.core.vocab import DEVICES, check_name
+from escmvq.runtime.bundle import graph_file
 from escmvq.runtime.link import STAGES
 
-__all__ = ["detect_jetson", "environment", "run_bench", "compare_receivers", "stats", "BENCH_STAGES"]
+__all__ = ["detect_jetson", "environment", "run_bench", "compare_receivers", "stats", "BENCH_STAGES", "DEVICES",
+           "report"]
 
 BENCH_STAGES = (*STAGES, "end_to_end")
 _DT_MODEL = Path("/proc/device-tree/model")
@@ -167,3 +171,60 @@ def compare_receivers(tx, rxs: dict, tiles: np.ndarray, batch: int, snr_db: floa
                  "paired_added_ms_median": 1e3 * float(np.median(np.asarray(per[k]["end_to_end"]) - e2e0))}
     out[f"vs_{names[0]}"] = vs
     return out
+
+
+def report(bundle=None, device: str = "cpu", batches=(1, 64), iters: int = 100, warmup: int = 10,
+           snr_db: float = 10.0, channel: str = "rayleigh", image=None, int8: bool = False,
+           threads: int | None = None, seed: int = 0, decoding: str | None = None, log=None) -> dict:
+    """Benchmark a bundle's transmitter and receiver: what ``escmvq bench`` measures and prints.
+
+    bundle : folder (None: the shipped model); device : one of :data:`DEVICES`; batches :
+    batch sizes (1 = SingleStream, N = Offline); iters, warmup : timed and untimed runs per
+    batch size; image : image file cut into tiles (None: random tiles from ``seed``); int8 :
+    the bundle's int8 graphs; threads : ONNX Runtime intra-op threads; decoding : the
+    receiver's ("hard" | "soft"; None: the runtime's default); log : callable(str) told each
+    batch size as it starts. Limits BLAS to one thread (the runtime's own setting).
+
+    Returns ``{"environment", "bundle", "settings", "results"}`` (one :func:`run_bench` per
+    batch size); a non-Jetson host with ``device="jetson"`` is a ValueError.
+    """
+    from escmvq.runtime.backends import used_provider
+    from escmvq.runtime.bundle import load_bundle
+    from escmvq.runtime.images import load_image, tile
+    from escmvq.runtime.receiver import DEFAULT_DECODING, Receiver
+    from escmvq.runtime.threads import limit_blas_threads
+    from escmvq.runtime.transmitter import Transmitter
+
+    check_name("device", device, DEVICES)
+    limit_blas_threads(1)
+    if device == "jetson":
+        ok, found = detect_jetson()
+        if not ok:
+            raise ValueError(f"--device jetson: this host is not a Jetson ({found})")
+    b = load_bundle(bundle)
+    prec = "int8" if int8 else "fp32"
+    tx = Transmitter(b, device=device, precision=prec, threads=threads)
+    rx = Receiver(b, device=device, precision=prec, threads=threads, decoding=decoding or DEFAULT_DECODING)
+    used = {"encoder": used_provider(tx.session), "decoder": used_provider(rx.session)}
+    rng = np.random.default_rng(seed)
+    if image is not None:
+        tiles = tile(load_image(image), b.tile_size)[0]
+    else:
+        tiles = rng.random((64, 3, *b.tile_size), dtype=np.float32)
+    results = []
+    for n in batches:
+        if log is not None:
+            log(f"bench: batch {n}, {warmup} warm-up + {iters} timed runs on {used['encoder']} ...")
+        results.append(run_bench(tx, rx, tiles, n, snr_db, rng, iters, warmup, channel))
+    files = b.manifest["files"]
+    graphs = [graph_file(part, prec) for part in ("encoder", "decoder")]
+    return {
+        "environment": environment(device, used),
+        "bundle": {"path": str(b.path), "sha256": b.hash_hex, "precision": prec,
+                   "bytes": sum(f["bytes"] for f in files.values()),
+                   "model_bytes": sum(files[g]["bytes"] for g in graphs)},
+        "settings": {"snr_db": snr_db, "channel": channel, "iters": iters, "warmup": warmup,
+                     "tiles": "image " + str(image) if image else "random", "seed": seed,
+                     "receiver": rx.settings},
+        "results": results,
+    }

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from escmvq.core.vocab import CHANNELS
+
 __all__ = ["MAGIC", "VERSION", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "FrameError", "parse", "HEADER_SIZE",
            "F32_TINY", "F32_MAX"]
 
@@ -62,7 +64,6 @@ _RETIRED = {1: "its samples use the earlier QAM labelling (amplitude bits invert
                "which this build no longer demaps; re-transmit the image with this build"}
 KIND_TX = 0
 KIND_RX = 1
-CHANNELS = ("awgn", "rayleigh")
 _HEADER = struct.Struct("<8sHBB32sdddIIHHIII")
 HEADER_SIZE = _HEADER.size  # 92
 _MAX_SIDE = 1 << 16  # largest image side accepted (pixels)

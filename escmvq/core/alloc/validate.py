@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 
+from escmvq.core.vocab import ALLOCATORS as METHODS
+from escmvq.core.vocab import VARIANTS
+
 ORDERS = (2, 4, 6, 8)
-METHODS = ("jcap", "jcamp")
-VARIANTS = ("exact", "paper")
 
 
 def check_tables(distortion, mu) -> tuple[np.ndarray, np.ndarray]:

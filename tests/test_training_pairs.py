@@ -1,0 +1,45 @@
+"""escmvq.training.pairs: the K-pair scheduler as a library call (skip, lock, bad specs); the
+full train + export of two tiny pairs runs through the command in test_training_baselines."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from escmvq.training.pairs import PairsBusy, pair_name, pair_paths, train_pairs
+
+
+def _existing(out, name):
+    _, bundle = pair_paths(out, name)
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text("{}")
+
+
+def test_existing_bundles_are_skipped_and_reported(tmp_path):
+    out = tmp_path / "bl"
+    specs = ["bsc-sq:0.1", "esc-svq:5"]
+    names = [pair_name("tiny", s) for s in specs]
+    assert names == ["tiny-bsc-sq-0.1", "tiny-esc-svq-5"]
+    for n in names:
+        _existing(out, n)
+    seen = []
+    res = train_pairs(out, tmp_path, specs, preset="tiny", jobs=2, on_pair=lambda *a: seen.append(a))
+    assert sorted(res.states) == [(n, "exists") for n in names] and not res.failed
+    assert sorted(n for n, _, _ in seen) == names
+    assert res.steps == 3 * 390 and res.pairs == {}  # no final.ckpt: nothing to summarise
+    doc = json.loads(res.path.read_text())
+    assert doc == {"format": "escmvq-baselines", "version": 1, "steps_per_pair": res.steps, "pairs": {}}
+    assert not (out / pair_name("tiny", specs[0])).exists()  # no run folder made for a skipped pair
+
+
+def test_bad_spec_and_busy_folder_refused_before_any_pair(tmp_path):
+    out = tmp_path / "bl"
+    with pytest.raises(ValueError, match="not one of"):
+        train_pairs(out, tmp_path, ["bsc-vq:0.3"], preset="tiny")
+    fcntl = pytest.importorskip("fcntl")
+    out.mkdir(exist_ok=True)
+    with open(out / ".train-baselines.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(PairsBusy, match="another escmvq train-baselines is running"):
+            train_pairs(out, tmp_path, ["bsc-sq:0.1"], preset="tiny", on_pair=lambda *a: pytest.fail("ran a pair"))
+    assert not (out / "baselines.json").exists()

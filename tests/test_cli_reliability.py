@@ -366,6 +366,10 @@ def test_usage_error_from_the_console_script_and_help_still_works(work):
         assert res.exit_code == 0 and "Usage" in res.stdout, res.stdout
     res = run()  # bare `escmvq`: the help
     assert "Usage" in res.stdout + res.stderr and "error:" not in res.stderr
+    r = cli("--version", cwd=work)
+    import importlib.metadata as md
+
+    assert r.returncode == 0 and r.stdout.strip() == f"escmvq {md.version('escmvq')}", r.stdout + r.stderr
 
 
 # 9. default outputs are said ------------------------------------------------------------------

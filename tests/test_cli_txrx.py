@@ -3,6 +3,7 @@ input giving one line on stderr, a non-zero exit and no output file."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -52,6 +53,10 @@ def test_link_json(work, bundle_dir):
     assert sum(rep["codebook_use"]) == pytest.approx(1.0, abs=1e-3)
     assert set(rep["latency_ms"]) >= {"encode", "allocate", "quantize", "modulate", "channel", "demodulate",
                                       "dequantize", "decode", "end_to_end"}
+    # a versioned, self-describing document: the SNR of (53) is Eb/N0 per label bit; T = L / 4 here
+    assert (rep["format"], rep["version"]) == ("escmvq-link", 1) and rep["created_utc"].endswith("+00:00")
+    assert rep["environment"]["python"] and rep["environment"]["numpy"]
+    assert rep["eb_n0_db"] == 30.0 and rep["es_n0_db"] == pytest.approx(30.0 + 10 * math.log10(4), abs=1e-4)
 
 
 def test_tx_rx_round_trip(work, bundle_dir):
@@ -180,6 +185,7 @@ def test_bench_json_and_devices(work, bundle_dir):
     res = run("bench", "-b", bundle_dir, "--batch", "1,4", "--iters", "3", "--warmup", "1", "--json")
     assert res.exit_code == 0, res.stderr
     rep = json.loads(res.stdout)  # stdout holds only the JSON
+    assert (rep["format"], rep["version"]) == ("escmvq-bench", 1) and rep["environment"]["python"]
     assert rep["environment"]["providers_used"] == {"encoder": "CPUExecutionProvider", "decoder": "CPUExecutionProvider"}
     assert [r["batch"] for r in rep["results"]] == [1, 4]
     st = rep["results"][1]["stages"]

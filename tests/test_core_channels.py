@@ -114,3 +114,16 @@ def test_apply_channel_is_apply_with_unit_powers_and_batches_alike():
     r = np.random.default_rng(3)
     parts = [channels.apply_channel(x[i:i + 3], h[i:i + 3], r, 0.5) for i in range(0, 7, 3)]
     np.testing.assert_array_equal(np.concatenate(parts), y)  # row-wise draws: batching changes nothing
+
+
+def test_es_eb_of_the_papers_snr():
+    from escmvq.core.channels import snr_db_to_es_eb, snr_db_to_ptot
+
+    es, eb = snr_db_to_es_eb(10.0, 576, 144)
+    assert eb == 10.0 and es == pytest.approx(10.0 + 10 * np.log10(4.0))
+    # Es/N0 is the received energy per channel use over N0: P_tot E[gamma] / T, noise_var = 1
+    assert 10 ** (es / 10) == pytest.approx(snr_db_to_ptot(10.0, 576) / 144)
+    es_a, eb_a = snr_db_to_es_eb(np.array([-5.0, 0.0]), 576, 288)
+    assert np.allclose(es_a, [-5 + 10 * np.log10(2), 10 * np.log10(2)]) and np.array_equal(eb_a, [-5.0, 0.0])
+    with pytest.raises(ValueError):
+        snr_db_to_es_eb(0.0, 576, 0)

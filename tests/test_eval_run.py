@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from typer.testing import CliRunner
 
@@ -45,6 +47,13 @@ def test_run_eval_is_the_command(bundle, tmp_path):
     assert [d for d, k, _ in told if k == 0] == ["jcap+jcamp", "bsc-vq"]
     assert sum(k for _, k, _ in told) == told[0][2] == 20 * 2 * 2 * 3
     assert res.doc["command"] == "escmvq.eval.run.run_eval" and res.results["bsc-vq"].psnr.shape == (2, 20)
+    T, L = res.doc["bundle"]["T"], res.doc["bundle"]["N"] * res.doc["bundle"]["B"]
+    assert res.doc["eb_n0_db"] == [0.0, 20.0]
+    assert res.doc["es_n0_db"] == pytest.approx([10 * np.log10(L / T), 20 + 10 * np.log10(L / T)])
+    from escmvq.eval.figures import snr_axis_label
+
+    assert snr_axis_label(res.doc).endswith(f"Es/N0 = SNR + {10 * np.log10(L / T):.2f} dB")
+    assert snr_axis_label({"snr_db": [0.0]}) == "SNR (dB), eq. (53)"
     from escmvq.cli.main import app
 
     r = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--methods", "jcap,jcamp", "--channel", "awgn",

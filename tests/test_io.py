@@ -239,3 +239,18 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         checkpoint.save_checkpoint(p, model, model.preset, epoch=2)
     assert p.read_bytes() == before  # the old checkpoint survives, no partial file beside it
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a.ckpt", "out"]
+
+
+def test_provenance_stamp_and_environment():
+    import datetime as dt
+    import importlib.metadata as md
+
+    from escmvq.io import provenance
+
+    st = provenance.stamp("escmvq-test", 3)
+    assert (st["format"], st["version"]) == ("escmvq-test", 3)
+    t = dt.datetime.fromisoformat(st["created_utc"])
+    assert t.utcoffset() == dt.timedelta(0) and abs((dt.datetime.now(dt.timezone.utc) - t).total_seconds()) < 60
+    env = st["environment"]
+    assert env["numpy"] == md.version("numpy") and env["python"].count(".") == 2 and env["cpu_count"] >= 1
+    assert provenance.package_version("no-such-distribution-escmvq") is None

@@ -88,7 +88,7 @@ def make_rx(bundle, plan, **kw):
     rx.plans = FakePlans(*plan)
     rx.z = []
     decode = rx.decode
-    rx.decode = lambda z: (rx.z.append(pvq.to_subvectors(z)), decode(z))[1]
+    rx.decode = lambda z, *a: (rx.z.append(pvq.to_subvectors(z)), decode(z, *a))[1]
     return rx
 
 

@@ -59,6 +59,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from escmvq.io.provenance import package_version
+
+        print(f"escmvq {package_version('escmvq') or 'unknown (not installed)'}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the installed escmvq version and exit.")) -> None:
+    """ESC-MVQ digital semantic communication: train, export, transmit, receive, benchmark."""
+
+
 # Command modules, registered in this order. Add yours here (one line).
 COMMAND_MODULES: list[str] = [
     "export",

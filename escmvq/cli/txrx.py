@@ -197,7 +197,7 @@ def link_cmd(
 
         from escmvq.runtime.files import atomic_write, check_output
         from escmvq.runtime.images import load_image, save_side_by_side_png
-        from escmvq.runtime.link import STAGES, run_link
+        from escmvq.runtime.link import link_summary, run_link
         from escmvq.runtime.receiver import Receiver
         from escmvq.runtime.transmitter import Transmitter
 
@@ -231,17 +231,8 @@ def link_cmd(
             from escmvq.runtime.files import atomic_write_bytes
 
             atomic_write_bytes(plot, png, force)
-        b = tx.bundle
-        summary = {
-            "image": str(image), "size": [int(img.shape[1]), int(img.shape[0])], "snr_db": snr_db,
-            "channel": channel, "fading": "per image" if per_image else "per tile", "seed": seed,
-            "psnr_db": round(rep.psnr_db, 3), "tiles": rep.n_tiles, "channel_uses": rep.channel_uses,
-            "channel_uses_per_tile": b.n_symbols, "bits_per_tile": b.n_bits, "p_tot": rep.p_tot,
-            "label_error_rate": rep.label_error_rate,
-            "codebook_use": [round(float(u), 4) for u in rep.codebook_use],
-            "latency_ms": {k: round(1e3 * rep.timings[k], 3) for k in (*STAGES, "end_to_end") if k in rep.timings},
-            "bundle": b.hash_hex, "output": str(out), "receiver": rx.settings,
-        }
+        summary = link_summary(rep, tx, rx, str(image), (img.shape[1], img.shape[0]), snr_db, channel, per_image, seed)
+        summary["output"] = str(out)
         if plot is not None:
             summary["plot"] = str(plot)
         if as_json:

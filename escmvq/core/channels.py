@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rayleigh", "awgn_gain", "apply", "equalize", "effective_noise_var", "snr_db_to_ptot", "channel_gamma",
+__all__ = ["rayleigh", "awgn_gain", "apply", "equalize", "effective_noise_var", "snr_db_to_ptot", "snr_db_to_es_eb",
+           "channel_gamma",
            "draw_h", "apply_channel"]
 
 
@@ -140,6 +141,19 @@ def snr_db_to_ptot(snr_db, n_bits: int, noise_var: float = 1.0):
         raise ValueError("snr_db: contains NaN")
     out = n_bits * noise_var * np.power(10.0, snr / 10.0)
     return float(out) if out.ndim == 0 else out
+
+
+def snr_db_to_es_eb(snr_db, n_bits: int, n_symbols: int):
+    """Eq. (53)'s SNR as the usual ratios: ``(Es/N0, Eb/N0)`` in dB of a tile of ``n_symbols``
+    channel uses carrying ``n_bits`` label bits at the average channel gain. (53) divides the
+    received energy ``P_tot E[gamma]`` by the ``N*B`` label bits, so Eb/N0 (per label bit) is
+    the SNR itself, and Es/N0 (per channel use) is ``SNR + 10 log10(N*B / T)`` (+6.02 dB at
+    rate 4). snr_db : float or [...] float. Returns two floats or two [...] float64 arrays."""
+    if int(n_bits) != n_bits or n_bits <= 0 or int(n_symbols) != n_symbols or n_symbols <= 0:
+        raise ValueError(f"n_bits, n_symbols: expected positive ints, got {n_bits!r}, {n_symbols!r}")
+    snr = np.asarray(snr_db, np.float64)
+    es = snr + 10.0 * np.log10(n_bits / n_symbols)
+    return (float(es), float(snr)) if snr.ndim == 0 else (es, snr.copy())
 
 
 def channel_gamma(h, noise_var: float = 1.0):

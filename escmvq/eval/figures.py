@@ -42,6 +42,15 @@ def fig3_mu_cdf(mu: np.ndarray, path, title: str = "CDF of trained bit-flip prob
     return mu_cdf(mu, path, title)
 
 
+def snr_axis_label(result: dict) -> str:
+    """The SNR axis: eq. (53)'s SNR, which is Eb/N0 per label bit, and Es/N0's offset when the
+    result records it (``es_n0_db`` beside ``snr_db``)."""
+    es, snr = result.get("es_n0_db"), result.get("snr_db")
+    if es and snr and len(es) == len(snr):
+        return f"SNR = Eb/N0 (dB), eq. (53); Es/N0 = SNR + {float(es[0]) - float(snr[0]):.2f} dB"
+    return "SNR (dB), eq. (53)"
+
+
 def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:
     """result : the sweep JSON (``{"snr_db": [S], "channel": str, "methods": {name:
     {"psnr_mean": [S], "psnr_ci95": [S], ...}}}``). Lines with 95% interval bars."""
@@ -57,7 +66,7 @@ def fig5_psnr_snr(result: dict, path, title: str | None = None) -> Path:
         ci = np.asarray([np.nan if c is None else c for c in r["psnr_ci95"]], np.float64)
         ax.errorbar(snr, mean, yerr=np.where(np.isfinite(ci), ci, 0.0), label=lab, color=col, marker=mk,
                     markersize=4, capsize=2, linewidth=1.2, linestyle=ls)
-    ax.set_xlabel("SNR (dB), eq. (53)")
+    ax.set_xlabel(snr_axis_label(result))
     ax.set_ylabel("PSNR (dB)")
     n = next(iter(methods.values())).get("n_images")
     ax.set_title(title or f"{result.get('dataset', '')} over {result.get('channel', '')}, {n} images "
@@ -84,7 +93,7 @@ def fig7_bars(result: dict, path, title: str | None = None) -> Path:
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, r["psnr_mean"], width, yerr=ci, label=lab, color=col,
                capsize=2, hatch="//" if ls == "--" else None)
     ax.set_xticks(x, [f"{v:g}" for v in snr])
-    ax.set_xlabel("SNR (dB), eq. (53)")
+    ax.set_xlabel(snr_axis_label(result))
     ax.set_ylabel("PSNR (dB)")
     lo = min(min(r["psnr_mean"]) for r in methods.values())
     ax.set_ylim(max(0.0, lo - 3.0), None)

@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from escmvq.core.channels import snr_db_to_es_eb
 from escmvq.core.vocab import (ALLOCATORS, CHANNELS, EVAL_DATASETS, EVAL_METHODS, JPEG_ENERGIES, JPEG_HEADERS,
                                JPEG_LDPC, check_name)
 
@@ -244,7 +245,11 @@ def run_eval(config: EvalConfig, progress=None) -> EvalResult:
                    "V": int(b.model["V"]), "N": int(b.model["N"]), "B": int(b.model["B"]), "T": b.n_symbols,
                    "allocator": b.model.get("allocator"), "source_checkpoint": b.manifest.get("source_checkpoint")},
         "dataset": cfg.dataset, "n_images": int(len(imgs)), "realizations": cfg.realizations, "channel": cfg.channel,
-        "seed": cfg.seed, "batch": cfg.batch, "snr_db": snrs, "elapsed_s": elapsed,
+        "seed": cfg.seed, "batch": cfg.batch, "snr_db": snrs,
+        # (53) per label bit: Eb/N0 = SNR; per channel use: Es/N0 = SNR + 10 log10(N*B / T)
+        "es_n0_db": [float(v) for v in snr_db_to_es_eb(np.asarray(snrs, np.float64), b.n_bits, b.n_symbols)[0]],
+        "eb_n0_db": [float(v) for v in snrs],
+        "elapsed_s": elapsed,
         "receiver": receiver_settings(**rx_opts),
         "throughput_unit": "transmissions_per_s = images x realisations x SNR points per second of that method",
         "statistic": "mean over images of the per-image PSNR (8-bit, eq. 52) averaged over realisations; "

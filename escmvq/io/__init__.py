@@ -8,4 +8,5 @@ functions), on the bottom floor beside ``escmvq.core``: nothing here imports ano
   ``offsets`` arrays, the CIFAR-10 files of the shared data folder).
 - :mod:`escmvq.io.files`: atomic writes (temporary file beside the target, then rename).
 - :mod:`escmvq.io.figures`: PNG figures written atomically, and Fig. 3 (CDF of mu).
+- :mod:`escmvq.io.provenance`: the format header and environment of JSON results.
 """

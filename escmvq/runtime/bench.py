@@ -5,8 +5,6 @@ Jetson the L4T release, nvpmodel mode, jetson_clocks state and power from jetson
 :func:`report` is the whole ``escmvq bench`` run as one call."""
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -18,8 +16,13 @@ import numpy as np
 
 from escmvq.core.channels import apply_channel, draw_h
 from escmvq.core.vocab import DEVICES, check_name
+from escmvq.io import provenance
 from escmvq.runtime.bundle import graph_file
 from escmvq.runtime.link import STAGES
+
+# the bench report's header (docs/runtime.md, "Result documents")
+BENCH_FORMAT = "escmvq-bench"
+BENCH_VERSION = 1
 
 __all__ = ["detect_jetson", "environment", "run_bench", "compare_receivers", "stats", "BENCH_STAGES", "DEVICES",
            "report"]
@@ -71,21 +74,12 @@ def jetson_info() -> dict:
 
 
 def environment(device: str, providers_used: dict[str, str]) -> dict:
-    import importlib.metadata as md
-
+    """:func:`escmvq.io.provenance.environment` plus the device, the providers used and those
+    this onnxruntime build offers (and the Jetson's state on a Jetson)."""
     import onnxruntime as ort
 
-    env = {
-        "host": platform.node(), "machine": platform.machine(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-        "device": device, "providers_used": providers_used,
-        "onnxruntime": ort.__version__, "onnxruntime_available_providers": ort.get_available_providers(),
-        "numpy": np.__version__,
-    }
-    try:
-        env["escmvq"] = md.version("escmvq")
-    except md.PackageNotFoundError:
-        pass
+    env = {**provenance.environment(), "device": device, "providers_used": providers_used,
+           "onnxruntime": ort.__version__, "onnxruntime_available_providers": ort.get_available_providers()}
     if device == "jetson":
         env["jetson"] = jetson_info()
     return env
@@ -219,6 +213,7 @@ def report(bundle=None, device: str = "cpu", batches=(1, 64), iters: int = 100, 
     files = b.manifest["files"]
     graphs = [graph_file(part, prec) for part in ("encoder", "decoder")]
     return {
+        **provenance.stamp(BENCH_FORMAT, BENCH_VERSION),
         "environment": environment(device, used),
         "bundle": {"path": str(b.path), "sha256": b.hash_hex, "precision": prec,
                    "bytes": sum(f["bytes"] for f in files.values()),

@@ -25,6 +25,7 @@ import numpy as np
 
 from escmvq.core import channels
 from escmvq.core.channels import apply_channel, channel_gamma, draw_h
+from escmvq.io import provenance
 from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame
 from escmvq.runtime.images import psnr, tile_grid, tile_range, untile_into
 from escmvq.runtime.receiver import Receiver, receive_frame
@@ -34,7 +35,11 @@ from escmvq.runtime.transmitter import Transmitter, transmit_image
 # draw_h / apply_channel in escmvq.core.channels; they are re-exported here because the
 # tx/rx commands and the stream processes import the whole-image path from this module.
 __all__ = ["run_link", "through_channel", "transmit_image", "receive_frame", "draw_h", "apply_channel",
-           "LinkReport", "LinkCapture", "STAGES"]
+           "LinkReport", "LinkCapture", "STAGES", "link_summary", "LINK_FORMAT", "LINK_VERSION"]
+
+# the `escmvq link --json` document's header (docs/runtime.md, "Result documents")
+LINK_FORMAT = "escmvq-link"
+LINK_VERSION = 1
 
 STAGES = ("encode", "allocate", "quantize", "modulate", "channel", "demodulate", "dequantize", "decode")
 
@@ -172,3 +177,25 @@ def _capture(rx: Receiver, frame: Frame, cbs: np.ndarray, sent: np.ndarray, labe
                        powers=np.asarray(powers, np.float64), label_errors=(sent != labels) & (cbs < V),
                        grid=tuple(int(g) for g in frame.grid), latent_hw=(int(lh), int(lw)), n_codebooks=int(V),
                        p_tot=float(frame.p_tot), noise_var=float(frame.noise_var))
+
+
+def link_summary(rep: LinkReport, tx: Transmitter, rx: Receiver, image: str, size: tuple[int, int],
+                 snr_db: float, channel: str, per_image: bool, seed: int) -> dict:
+    """The ``escmvq link`` result document of ``rep`` (what ``--json`` prints): the format
+    header and environment (:func:`escmvq.io.provenance.stamp`), the link settings, PSNR, channel
+    uses, label error rate, codebook use (V entries; 1 - sum = not sent), latency per stage in
+    ms, the bundle's identity and the receiver's settings. ``size``: (width, height)."""
+    b = tx.bundle
+    es_n0, eb_n0 = channels.snr_db_to_es_eb(snr_db, b.n_bits, b.n_symbols)
+    return {
+        **provenance.stamp(LINK_FORMAT, LINK_VERSION),
+        "image": str(image), "size": [int(size[0]), int(size[1])], "snr_db": snr_db,
+        "es_n0_db": round(es_n0, 4), "eb_n0_db": round(eb_n0, 4),
+        "channel": channel, "fading": "per image" if per_image else "per tile", "seed": seed,
+        "psnr_db": round(rep.psnr_db, 3), "tiles": rep.n_tiles, "channel_uses": rep.channel_uses,
+        "channel_uses_per_tile": b.n_symbols, "bits_per_tile": b.n_bits, "p_tot": rep.p_tot,
+        "label_error_rate": rep.label_error_rate,
+        "codebook_use": [round(float(u), 4) for u in rep.codebook_use],
+        "latency_ms": {k: round(1e3 * rep.timings[k], 3) for k in (*STAGES, "end_to_end") if k in rep.timings},
+        "bundle": b.hash_hex, "receiver": rx.settings,
+    }

@@ -204,14 +204,7 @@ def link_cmd(
         out = output if output is not None else fresh_path(Path(image.stem + ".link"), ".png")
         check_output(out, force)
         if plot is not None:  # refuse before any work: no matplotlib, a bad or existing path
-            from escmvq.runtime.linkplot import require_matplotlib
-
-            require_matplotlib()
-            if plot.suffix.lower() != ".png":
-                fail(f"--plot: {plot} is not a .png path", 2)
-            if plot.resolve() == out.resolve():
-                fail(f"--plot: {plot} is also the side-by-side output (-o)", 2)
-            check_output(plot, force)
+            _check_plot_path(plot, out, force)
         img = load_image(image)
         prec = "int8" if int8 else "fp32"
         tx = Transmitter(bundle, device=device, precision=prec)
@@ -239,6 +232,20 @@ def link_cmd(
             print(json.dumps(summary, indent=1))
             return
         _print_link(summary)
+
+
+def _check_plot_path(plot: Path, out: Path, force: bool) -> None:
+    """``link --plot``: matplotlib present, a .png path other than the side-by-side output,
+    not an existing file (unless ``force``); else a one-line error."""
+    from escmvq.runtime.files import check_output
+    from escmvq.runtime.linkplot import require_matplotlib
+
+    require_matplotlib()
+    if plot.suffix.lower() != ".png":
+        fail(f"--plot: {plot} is not a .png path", 2)
+    if plot.resolve() == out.resolve():
+        fail(f"--plot: {plot} is also the side-by-side output (-o)", 2)
+    check_output(plot, force)
 
 
 def _print_link(s: dict) -> None:

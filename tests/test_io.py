@@ -254,3 +254,21 @@ def test_provenance_stamp_and_environment():
     env = st["environment"]
     assert env["numpy"] == md.version("numpy") and env["python"].count(".") == 2 and env["cpu_count"] >= 1
     assert provenance.package_version("no-such-distribution-escmvq") is None
+
+
+def test_export_defaults_follow_the_data_folder(tmp_path, monkeypatch):
+    from escmvq.cli.export import default_calibration, default_stats
+
+    monkeypatch.delenv("ESCMVQ_CALIB", raising=False)
+    monkeypatch.delenv("ESCMVQ_STATS", raising=False)
+    monkeypatch.setenv("ESCMVQ_DATA", str(tmp_path))
+    assert default_calibration() is None and default_stats() is None
+    (tmp_path / "kodak").mkdir()
+    assert default_calibration() == tmp_path / "kodak"
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "test.npz").write_bytes(b"")
+    (tmp_path / "cifar10" / "train.npz").write_bytes(b"")
+    assert default_calibration() == tmp_path / "cifar10" / "test.npz"
+    assert default_stats() == tmp_path / "cifar10" / "train.npz"
+    monkeypatch.setenv("ESCMVQ_STATS", str(tmp_path / "x.npz"))
+    assert default_stats() == tmp_path / "x.npz"

@@ -11,34 +11,37 @@ from escmvq.cli.choices import Allocator, Variant, choice_option
 from escmvq.cli.common import cli_errors, fail, out_console
 
 
+def _data_file(*names: str) -> Optional[Path]:
+    """The first of ``names`` (paths inside the data folder of :func:`escmvq.io.paths.data_root`:
+    ``$ESCMVQ_DATA``, else the checkout's ``../shared/data``) that exists; None if none does."""
+    from escmvq.io.paths import DataRootError, data_root
+
+    try:
+        root = data_root()
+    except DataRootError:
+        return None
+    return next((root / n for n in names if (root / n).exists()), None)
+
+
 def default_calibration() -> Optional[Path]:
-    """``$ESCMVQ_CALIB``, else the CIFAR-10 test split or Kodak in ``../shared/data``."""
+    """``$ESCMVQ_CALIB``, else the CIFAR-10 test split or Kodak in the data folder."""
     if os.environ.get("ESCMVQ_CALIB"):
         return Path(os.environ["ESCMVQ_CALIB"])
-    here = Path(__file__).resolve().parents[2]
-    for cand in (here.parent / "shared/data/cifar10/test.npz", here.parent / "shared/data/kodak",
-                 Path.cwd() / "../shared/data/cifar10/test.npz"):
-        if cand.exists():
-            return cand
-    return None
+    return _data_file("cifar10/test.npz", "kodak")
 
 
 def default_stats() -> Optional[Path]:
-    """``$ESCMVQ_STATS``, else the CIFAR-10 training split in ``../shared/data``."""
+    """``$ESCMVQ_STATS``, else the CIFAR-10 training split in the data folder."""
     if os.environ.get("ESCMVQ_STATS"):
         return Path(os.environ["ESCMVQ_STATS"])
-    here = Path(__file__).resolve().parents[2]
-    for cand in (here.parent / "shared/data/cifar10/train.npz", Path.cwd() / "../shared/data/cifar10/train.npz"):
-        if cand.exists():
-            return cand
-    return None
+    return _data_file("cifar10/train.npz")
 
 
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by `escmvq train`."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder (default: CHECKPOINT stem + .escmvq)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Real images for the self-check and int8 calibration: "
-                                         "CIFAR-style .npz, an image folder or file (default: ../shared/data/cifar10/test.npz)."),
+                                         "CIFAR-style .npz, an image folder or file (default: cifar10/test.npz of $ESCMVQ_DATA or ../shared/data)."),
     n_calib: int = typer.Option(256, "--n-calib", help="Calibration tiles (int8)."),
     n_check: int = typer.Option(64, "--n-check", help="Self-check tiles."),
     rate: int = typer.Option(4, "--rate", min=1, max=8,
@@ -50,7 +53,7 @@ def export_cmd(
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing bundle."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Training images for the label prior and the erasure "
-                                         "tables (same formats as --calib; default: ../shared/data/cifar10/train.npz)."),
+                                         "tables (same formats as --calib; default: cifar10/train.npz of $ESCMVQ_DATA or ../shared/data)."),
     n_stats: int = typer.Option(10000, "--n-stats", min=1, help="Tiles drawn from --stats."),
     erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Exact allocator with 'not sent' states "
                                   "below its cheapest state (needs --stats)."),

@@ -43,3 +43,33 @@ def test_bad_spec_and_busy_folder_refused_before_any_pair(tmp_path):
         with pytest.raises(PairsBusy, match="another escmvq train-baselines is running"):
             train_pairs(out, tmp_path, ["bsc-sq:0.1"], preset="tiny", on_pair=lambda *a: pytest.fail("ran a pair"))
     assert not (out / "baselines.json").exists()
+
+
+def test_progress_follows_each_pairs_metrics(tmp_path, monkeypatch):
+    """on_progress sees each running pair's finished steps, read from its metrics.jsonl."""
+    import time
+    from pathlib import Path
+
+    from escmvq.training import pairs as P
+
+    def fake_run(cmd, log):
+        log.write_text("boom\n")
+        if "train" in cmd:
+            run = Path(cmd[cmd.index("--out") + 1])
+            for step in (390, 780):
+                with open(run / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step}) + "\n")
+                time.sleep(0.3)
+        return 1  # the pair then fails (no final.ckpt), after its progress was seen
+
+    monkeypatch.setattr(P, "_run", fake_run)
+    out = tmp_path / "bl"
+    seen = {}
+    res = train_pairs(out, tmp_path, ["bsc-sq:0.1", "esc-svq:5"], preset="tiny", jobs=2, poll_s=0.05,
+                      on_progress=lambda name, steps: seen.setdefault(name, []).append(steps))
+    names = [pair_name("tiny", s) for s in ("bsc-sq:0.1", "esc-svq:5")]
+    assert sorted(res.failed) == sorted(names) and "boom" in res.states[0][1]
+    for n in names:
+        assert seen[n] == sorted(seen[n]) and seen[n][-1] == 780 and 390 in seen[n]
+        assert P.pair_step(out, n) == 780
+    assert P.pair_step(out, "nothing-here") == 0

@@ -6,6 +6,7 @@ Evaluate the pairs with ``escmvq eval --pairs 'bsc-vq=OUT/bundles/*-bsc-vq-*.esc
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -51,11 +52,12 @@ def train_baselines_cmd(
             pair_name(preset, s)
     except ValueError as e:
         fail(str(e), 2)
+    total = epochs * steps_per_epoch
+    console.print(f"training {len(specs)} pairs, {jobs} at a time ({total} steps each)", highlight=False)
     try:
-        with console.status(f"training {len(specs)} pairs, {jobs} at a time ({epochs * steps_per_epoch} steps each)"):
+        with _pair_bars(console, [pair_name(preset, s) for s in specs], total) as (on_pair, on_progress):
             res = train_pairs(out, data_dir, specs, preset, dataset, epochs, steps_per_epoch, jobs, threads, seed,
-                              distortion_images, calib, on_pair=lambda name, state, secs: console.print(
-                                  f"{name}: {state} ({secs / 60:.1f} min)", highlight=False))
+                              distortion_images, calib, on_pair=on_pair, on_progress=on_progress)
     except PairsBusy as e:
         fail(str(e))
     tab = Table(title=f"baseline pairs ({res.steps} steps each)")
@@ -69,6 +71,27 @@ def train_baselines_cmd(
     console.print(f"wrote {res.path}", highlight=False)
     if res.failed:
         fail(f"{len(res.failed)} pair(s) failed: {', '.join(res.failed)}")
+
+
+@contextmanager
+def _pair_bars(console, names: list[str], total: int):
+    """One progress bar per pair (training steps, updated per epoch from its metrics.jsonl);
+    yields ``(on_pair, on_progress)`` for :func:`escmvq.training.pairs.train_pairs`. A finished
+    pair's state is also printed as a line (kept in logs when the output is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bars:
+        tasks = {n: bars.add_task(n, total=total) for n in names}
+
+        def on_pair(name, state, secs):
+            bars.update(tasks[name], completed=total)
+            console.print(f"{name}: {state} ({secs / 60:.1f} min)", highlight=False)
+
+        def on_progress(name, steps):
+            bars.update(tasks[name], completed=min(steps, total))
+
+        yield on_pair, on_progress
 
 
 def register(app: typer.Typer) -> None:

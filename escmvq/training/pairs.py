@@ -19,13 +19,14 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from escmvq.core.vocab import BASELINE_PAIRS
+from escmvq.training.metrics import METRICS_FILE, read_metrics
 
-__all__ = ["DEFAULT_PAIRS", "PairsBusy", "PairsResult", "train_pairs", "pair_name", "pair_paths"]
+__all__ = ["DEFAULT_PAIRS", "PairsBusy", "PairsResult", "train_pairs", "pair_name", "pair_paths", "pair_step"]
 
 DEFAULT_PAIRS = BASELINE_PAIRS
 
@@ -67,6 +68,13 @@ def _run(cmd: list[str], log: Path) -> int:
 def pair_paths(out: Path, name: str) -> tuple[Path, Path]:
     """``(OUT/NAME, OUT/bundles/NAME.escmvq)``: a pair's run folder and its bundle."""
     return out / name, out / "bundles" / f"{name}.escmvq"
+
+
+def pair_step(out: Path, name: str) -> int:
+    """Training steps pair ``name`` has finished so far, from the last line of its run's
+    ``metrics.jsonl`` (written by the trainer at the end of every epoch); 0 before the first."""
+    recs = read_metrics(pair_paths(Path(out), name)[0] / METRICS_FILE)
+    return int(recs[-1]["step"]) if recs else 0
 
 
 def _failure(step: str, log: Path) -> str:
@@ -120,12 +128,15 @@ def _lock(out: Path):
 
 def train_pairs(out, data_dir, specs=DEFAULT_PAIRS, preset: str = "cpu", dataset: str = "cifar10", epochs: int = 3,
                 steps_per_epoch: int = 390, jobs: int = 2, threads: int = 1, seed: int = 0,
-                distortion_images: int = 10000, calib=None, on_pair=None) -> PairsResult:
+                distortion_images: int = 10000, calib=None, on_pair=None, on_progress=None,
+                poll_s: float = 5.0) -> PairsResult:
     """Train and export the pairs ``specs`` (METHOD:LEVEL each) with equal step budgets
     (``epochs * steps_per_epoch``) under ``out``, ``jobs`` at a time.
 
     calib : export calibration images (None: as ``escmvq export``); on_pair :
-    callable(name, state, seconds) told as each pair finishes. A failing pair does not stop
+    callable(name, state, seconds) told as each pair finishes; on_progress : callable(name, steps)
+    told every ``poll_s`` seconds with each pair's finished training steps (:func:`pair_step`,
+    one update per epoch). A failing pair does not stop
     the others (see :attr:`PairsResult.failed`). Raises :class:`PairsBusy` (before touching
     any pair) when another driver holds ``out``'s lock, ValueError for a bad spec.
     """
@@ -166,16 +177,22 @@ def train_pairs(out, data_dir, specs=DEFAULT_PAIRS, preset: str = "cpu", dataset
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, spec, name) for spec, name in zip(specs, names)]
-            for fut in as_completed(futures):
-                name, state, secs = fut.result()
-                if on_pair is not None:
-                    on_pair(name, state, secs)
-                res.states.append((name, state))
-                run, bundle = pair_paths(out, name)
-                if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
-                    done[name] = _summary(run, bundle)
-                _write_summary(res.path, finished(), res.steps)  # after every pair: an interrupted run keeps it
+            pending = {pool.submit(one, spec, name) for spec, name in zip(specs, names)}
+            while pending:
+                ready, pending = wait(pending, timeout=poll_s if on_progress is not None else None,
+                                      return_when=FIRST_COMPLETED)
+                if on_progress is not None:
+                    for name in names:
+                        on_progress(name, pair_step(out, name))
+                for fut in ready:
+                    name, state, secs = fut.result()
+                    if on_pair is not None:
+                        on_pair(name, state, secs)
+                    res.states.append((name, state))
+                    run, bundle = pair_paths(out, name)
+                    if (run / "final.ckpt").is_file() and (bundle / "manifest.json").is_file():
+                        done[name] = _summary(run, bundle)
+                    _write_summary(res.path, finished(), res.steps)  # after every pair: an interrupted run keeps it
     finally:
         if lock is not None:
             lock.close()

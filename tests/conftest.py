@@ -30,3 +30,17 @@ def txrx(bundle_dir):
 
     tx = Transmitter(bundle_dir)
     return tx, Receiver(tx.bundle)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """A fresh current folder holding ``img.png``, a 100x70 crop of Kodak's kodim23 (12 tiles)."""
+    import numpy as np
+    from PIL import Image
+
+    from escmvq.export.testing import KODAK
+
+    monkeypatch.chdir(tmp_path)
+    img = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))[:70, :100]
+    Image.fromarray(img).save(tmp_path / "img.png")
+    return tmp_path

@@ -22,14 +22,6 @@ from escmvq.export.testing import KODAK
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    img = np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB"))[:70, :100]
-    Image.fromarray(img).save(tmp_path / "img.png")
-    return tmp_path
-
-
 def files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
@@ -182,10 +174,11 @@ def test_existing_output_needs_force(work, bundle_dir):
 
 
 def test_bench_json_and_devices(work, bundle_dir):
-    res = run("bench", "-b", bundle_dir, "--batch", "1,4", "--iters", "3", "--warmup", "1", "--json")
+    res = run("bench", "-b", bundle_dir, "--batch", "1,4", "--iters", "3", "--warmup", "1", "--json",
+              "--min-duration", "0")
     assert res.exit_code == 0, res.stderr
     rep = json.loads(res.stdout)  # stdout holds only the JSON
-    assert (rep["format"], rep["version"]) == ("escmvq-bench", 1) and rep["environment"]["python"]
+    assert (rep["format"], rep["version"]) == ("escmvq-bench", 2) and rep["environment"]["python"]
     assert rep["environment"]["providers_used"] == {"encoder": "CPUExecutionProvider", "decoder": "CPUExecutionProvider"}
     assert [r["batch"] for r in rep["results"]] == [1, 4]
     st = rep["results"][1]["stages"]
@@ -202,6 +195,37 @@ def test_bench_json_and_devices(work, bundle_dir):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert_one_line_error(run("bench", "--device", "cuda", "-b", bundle_dir), "CUDAExecutionProvider is not available")
     assert_one_line_error(run("bench", "--device", "tpu", "-b", bundle_dir), "--device")
+
+
+def test_bench_formats_table_and_validity_flags(work, bundle_dir, monkeypatch):
+    res = run("bench", "-b", bundle_dir, "--batch", "1", "--iters", "2", "--warmup", "0", "--formats", "fp32,int8",
+              "--min-duration", "0", "--image", "img.png", "--channel", "awgn", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert [r["format"] for r in rep["formats"]] == ["fp32", "int8"] and rep["settings"]["formats"] == ["fp32", "int8"]
+    assert [(r["format"], r["batch"]) for r in rep["results"]] == [("fp32", 1), ("int8", 1)]
+    assert all(r["valid"] and r["timed"]["queries"] == 2 for r in rep["results"]) and rep["valid"]
+    assert rep["headline"]["format"] == "fp32" and "over the tiles of img.png" in rep["settings"]["psnr"]
+    assert rep["bundle"]["model_bytes_per_format"]["int8"] != rep["bundle"]["model_bytes_per_format"]["fp32"]
+    # the table: one row per format with latency and PSNR, and the SingleStream headline
+    res = run("bench", "-b", bundle_dir, "--batch", "1", "--iters", "1", "--warmup", "0", "--formats", "int8,fp32",
+              "--min-duration", "0")
+    assert res.exit_code == 0, res.stderr
+    table = res.stdout[res.stdout.index("formats ("):]
+    assert "PSNR" in table and "p90 ms" in table and table.index("int8") < table.index("fp32")
+    assert "SingleStream p90" in res.stdout and "random tiles" in res.stdout
+    # a cap shorter than the minimum duration: refused before any work; a loop stopped by the cap is not valid
+    assert_one_line_error(run("bench", "-b", bundle_dir, "--min-duration", "2", "--max-duration", "1"),
+                          "--min-duration", code=2)
+    res = run("bench", "-b", bundle_dir, "--batch", "1", "--iters", "100000", "--warmup", "0", "--min-duration", "0",
+              "--max-duration", "0", "--json")
+    rep = json.loads(res.stdout)
+    assert rep["valid"] is False and rep["headline"]["valid"] is False and rep["formats"][0]["valid"] is False
+    assert "timed queries < the minimum 100000" in rep["results"][0]["invalid_reasons"][0]
+    assert_one_line_error(run("bench", "-b", bundle_dir, "--formats", "fp32,fp16"), "--formats", code=2)
+    assert_one_line_error(run("bench", "-b", bundle_dir, "--formats", "fp32", "--int8"), "--int8", code=2)
+    monkeypatch.setitem(sys.modules, "jtop", None)
+    assert_one_line_error(run("bench", "-b", bundle_dir, "--power", "--batch", "1"), "jetson-stats")
 
 
 def test_detect_jetson_from_files(tmp_path):

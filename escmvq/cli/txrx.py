@@ -81,12 +81,21 @@ def tx_cmd(
     seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt, force: bool = ForceOpt,
     received: bool = typer.Option(False, "--through-channel",
                                   help="Apply the channel here and store the received samples (rx only decodes)."),
+    sigmf: bool = typer.Option(False, "--sigmf",
+                               help="Write a SigMF recording instead of a .tx frame: -o NAME gives NAME.sigmf-data "
+                                    "(cf32_le samples, tile after tile) and NAME.sigmf-meta (needs "
+                                    "pip install 'escmvq\\[radio]')."),
+    sample_rate: float = typer.Option(1e6, "--sample-rate", metavar="HZ",
+                                      help="--sigmf: the nominal sample rate written to core:sample_rate."),
 ):
-    """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx).
+    """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx, or a SigMF recording with --sigmf).
 
-    Python: ``escmvq.runtime.transmitter.transmit_image(Transmitter(bundle), load_image(IMAGE), snr_db, rng, channel)``.
+    Python: ``escmvq.runtime.transmitter.transmit_image(Transmitter(bundle), load_image(IMAGE), snr_db, rng, channel)``;
+    ``escmvq.runtime.sigmf.write_sigmf(frame, NAME)``.
     """
     snr_db = parse_snr(snr)
+    if sigmf:
+        _tx_sigmf_checks(output, force, sample_rate)
     with cli_errors():
         import numpy as np
 
@@ -99,8 +108,15 @@ def tx_cmd(
         from escmvq.runtime.transmitter import transmit_image
         from escmvq.runtime.transmitter import Transmitter
 
-        out = output if output is not None else _default_output(image, ".tx")
-        check_output(out, force)
+        suffix = ".sigmf-meta" if sigmf else ".tx"
+        out = output if output is not None else _default_output(image, suffix)
+        if sigmf:
+            from escmvq.runtime.sigmf import sigmf_paths
+
+            for p in sigmf_paths(out):
+                check_output(p, force)
+        else:
+            check_output(out, force)
         img = load_image(image)
         tx = Transmitter(bundle, device=device, precision="int8" if int8 else "fp32")
         rng = np.random.default_rng(seed)
@@ -110,24 +126,46 @@ def tx_cmd(
             from escmvq.runtime.link import through_channel
 
             frame, _ = through_channel(frame, rng)
-        atomic_write_bytes(out, frame.to_bytes(), force)
+        if sigmf:
+            from escmvq.runtime.sigmf import write_sigmf
+
+            data_path, out = write_sigmf(frame, out, sample_rate, seed=seed, force=force)
+            wrote = f"{data_path} and {out.name} (SigMF, {sample_rate:g} Hz)"
+        else:
+            atomic_write_bytes(out, frame.to_bytes(), force)
+            wrote = str(out)
         if output is None:
-            _said_default_output(image, ".tx", out)
-        print(f"wrote {out}: {'received' if received else 'transmitted'} samples, {frame.n_tiles} tiles x "
+            _said_default_output(image, suffix, out)
+        print(f"wrote {wrote}: {'received' if received else 'transmitted'} samples, {frame.n_tiles} tiles x "
               f"{frame.n_symbols} channel uses, {channel}, SNR {snr_db:g} dB, "
               f"bundle {tx.bundle.hash_hex[:12]}")
 
 
+def _tx_sigmf_checks(output: Optional[Path], force: bool, sample_rate: float) -> None:
+    """``tx --sigmf``: the sigmf package and a usable sample rate, before any work."""
+    import math
+
+    if not (math.isfinite(sample_rate) and sample_rate > 0):
+        fail(f"--sample-rate: expected a positive number of Hz, got {sample_rate:g}", 2)
+    with cli_errors():
+        from escmvq.runtime.sigmf import require_sigmf
+
+        require_sigmf()
+
+
 def rx_cmd(
-    frame_path: Path = typer.Argument(..., metavar="FRAME", help="A .tx frame written by `escmvq tx`."),
+    frame_path: Path = typer.Argument(..., metavar="FRAME", help="A .tx frame written by `escmvq tx`, or a SigMF "
+                                                                 "recording (NAME.sigmf-meta, from `escmvq tx --sigmf` "
+                                                                 "or a radio)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Decoded PNG (default: FRAME stem + .rx.png)."),
     reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Original image: print the PSNR."),
     bundle: Optional[Path] = BundleOpt, seed: int = SeedOpt, device: str = DeviceOpt, int8: bool = Int8Opt,
     force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
 ):
-    """Apply the channel (for a transmitted frame) and decode a .tx frame to a PNG.
+    """Apply the channel (for transmitted samples) and decode a .tx frame or a SigMF recording to a PNG.
 
-    Python: ``escmvq.runtime.receiver.receive_frame(Receiver(bundle), frame.parse(data), rng)``.
+    Python: ``escmvq.runtime.receiver.receive_frame(Receiver(bundle), frame.parse(data), rng)``
+    (a recording: ``escmvq.runtime.sigmf.read_sigmf(NAME)`` gives the frame).
     """
     with cli_errors():
         import numpy as np
@@ -137,21 +175,13 @@ def rx_cmd(
         limit_blas_threads(1)
 
         from escmvq.runtime.files import atomic_write, check_output
-        from escmvq.runtime.frame import FrameError, parse
         from escmvq.runtime.images import load_image, psnr, save_png
         from escmvq.runtime.receiver import receive_frame
         from escmvq.runtime.receiver import Receiver
 
         out = output if output is not None else _default_output(frame_path, ".rx.png")
         check_output(out, force)
-        if not frame_path.is_file():
-            raise FrameError(f"{frame_path}: no such file")
-        if frame_path.stat().st_size > 1 << 32:
-            raise FrameError(f"{frame_path}: {frame_path.stat().st_size} bytes is too large for a .tx frame")
-        try:
-            frame = parse(frame_path.read_bytes())
-        except FrameError as e:
-            raise FrameError(f"{frame_path}: {e}") from None
+        frame = _read_frame(frame_path)
         rx = Receiver(bundle, device=device, precision="int8" if int8 else "fp32", decoding=decoding_value(decoding))
         with tile_progress(frame.n_tiles, frame.image_size[0] * frame.image_size[1], "rx") as advance:
             img, _, _ = receive_frame(rx, frame, np.random.default_rng(seed), progress=advance)
@@ -165,6 +195,25 @@ def rx_cmd(
         if ref is not None:
             msg += f", PSNR {psnr(ref, img):.2f} dB"
         print(msg)
+
+
+def _read_frame(path: Path):
+    """The frame in ``path``: a SigMF recording by its suffix (``.sigmf-meta`` / ``.sigmf-data``),
+    else a ``.tx`` frame; any defect is a one-line FrameError naming the file."""
+    from escmvq.runtime.frame import FrameError, parse
+
+    if path.suffix in (".sigmf-meta", ".sigmf-data"):
+        from escmvq.runtime.sigmf import read_sigmf
+
+        return read_sigmf(path)
+    if not path.is_file():
+        raise FrameError(f"{path}: no such file")
+    if path.stat().st_size > 1 << 32:
+        raise FrameError(f"{path}: {path.stat().st_size} bytes is too large for a .tx frame")
+    try:
+        return parse(path.read_bytes())
+    except FrameError as e:
+        raise FrameError(f"{path}: {e}") from None
 
 
 def link_cmd(

@@ -54,13 +54,13 @@ import numpy as np
 
 from escmvq.core.vocab import CHANNELS
 
-__all__ = ["MAGIC", "VERSION", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "FrameError", "parse", "HEADER_SIZE",
-           "F32_TINY", "F32_MAX"]
+__all__ = ["MAGIC", "VERSION", "RETIRED", "KIND_TX", "KIND_RX", "CHANNELS", "Frame", "FrameError", "parse", "validate",
+           "HEADER_SIZE", "F32_TINY", "F32_MAX"]
 
 MAGIC = b"ESCMVQTX"
 VERSION = 2
 # formats this build knows but cannot decode, with the reason (one line each)
-_RETIRED = {1: "its samples use the earlier QAM labelling (amplitude bits inverted relative to 3GPP TS 38.211), "
+RETIRED = _RETIRED = {1: "its samples use the earlier QAM labelling (amplitude bits inverted relative to 3GPP TS 38.211), "
                "which this build no longer demaps; re-transmit the image with this build"}
 KIND_TX = 0
 KIND_RX = 1
@@ -165,6 +165,12 @@ def _check_fields(f: Frame) -> None:
         peak = float(np.max(np.sqrt(h2)[:, None] * np.abs(f.samples.astype(np.complex128))))
         if not peak <= F32_MAX:
             raise FrameError(f"transmitted samples times h reach {peak:.3g}: the channel would overflow float32")
+
+
+def validate(f: Frame) -> None:
+    """Check every field of a frame built from another container (e.g. a SigMF recording)
+    exactly as :func:`parse` checks a ``.tx`` file; raises :class:`FrameError`."""
+    _check_fields(f)
 
 
 def parse(data: bytes) -> Frame:

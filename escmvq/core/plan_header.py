@@ -103,13 +103,14 @@ def unpack_bits(bits: np.ndarray) -> np.ndarray:
     return (b << np.arange(b.shape[1] - 1, -1, -1)).sum(axis=1)
 
 
-def crc8(bits: np.ndarray) -> np.ndarray:
-    """CRC-8 (poly 0x07, init 0xFF, no reflection, no final xor) of each row of ``bits [b, n]``
+def crc8(bits: np.ndarray, init: int = CRC_INIT) -> np.ndarray:
+    """CRC-8 (poly 0x07, no reflection, no final xor; initial register ``init``, 0xFF for the
+    header: with 0 an all-zero header would carry an all-zero CRC) of each row of ``bits [b, n]``
     {0, 1}, fed MSB first. Returns ``[b, 8]`` uint8, most significant bit first."""
     b = np.asarray(bits)
     if b.ndim != 2:
         raise ValueError(f"bits: expected [b, n], got shape {b.shape}")
-    reg = np.full(b.shape[0], CRC_INIT, np.int64)
+    reg = np.full(b.shape[0], int(init) & 0xFF, np.int64)
     for i in range(b.shape[1]):
         fb = ((reg >> 7) & 1) ^ b[:, i].astype(np.int64)
         reg = ((reg << 1) & 0xFF) ^ np.where(fb == 1, CRC_POLY, 0)

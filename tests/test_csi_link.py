@@ -56,6 +56,11 @@ def test_pilots_plan_is_the_headers_and_the_estimate_is_used(ends, crop):
     h = draw_h(rng, len(tiles), "rayleigh")
     r = tx.send(tiles, 15.0, h)
     assert r.preamble.shape == (len(tiles), 41) and r.gamma_q.shape == (len(tiles),)
+    from escmvq.core.pilots import pilot_symbols
+
+    amp = np.sqrt(r.p_tot / tx.bundle.n_symbols)  # the default preamble power: the average data symbol's
+    np.testing.assert_allclose(r.preamble[:, :8], np.broadcast_to(pilot_symbols(8) * amp, (len(tiles), 8)), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(r.preamble[:, 8:]), amp, rtol=1e-6)  # QPSK header symbols, same power
     assert np.all(r.gamma_q <= channel_gamma(h))  # rounded down (above the cheapest state's budget)
     y, y_pre = apply_channel(r.samples, h, rng, 1.0), apply_channel(r.preamble, h, rng, 1.0)
     q, read = rx.receive_pilots(y_pre, y, r.p_tot)
@@ -178,3 +183,57 @@ def test_eval_cli_csi_flags(tmp_path):
     assert_one_line_error(res, "--csi pilots: supported for jcamp and jcap only", code=2)
     assert_one_line_error(run("eval", "--csi", "genie"), "--csi: expected perfect or pilots", code=2)
     assert "--pilots" in run("eval", "--help").stdout
+
+
+def test_the_transmitter_plans_with_the_headers_gamma(ends, crop):
+    from escmvq.core import pvq
+    from escmvq.core.channels import draw_h
+    from escmvq.runtime.transmitter import send_subvectors
+
+    tx, _, txp, _ = ends
+    tiles = _tiles(tx, crop)
+    h = draw_h(np.random.default_rng(4), len(tiles), "rayleigh")
+    r = tx.send(tiles, 12.0, h)
+    zs = pvq.to_subvectors(tx.encode(tiles))
+    x, _, _ = send_subvectors(zs, tx.bundle.codebooks, tx._search, tx.plans, tx._B, r.p_tot, h, gamma=r.gamma_q)
+    assert x.tobytes() == r.samples.tobytes()
+    assert x.tobytes() != txp.send(tiles, 12.0, h).samples.tobytes()  # perfect CSI plans with the true gamma
+
+
+def test_run_link_sends_the_preamble_through_the_channel_after_the_data(ends, crop):
+    from escmvq.core.channels import apply_channel, draw_h
+    from escmvq.runtime.images import tile_grid, tile_range, untile_into
+    from escmvq.runtime.link import run_link
+
+    tx, rx, _, _ = ends
+    rep = run_link(tx, rx, crop, 2.0, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    n = int(np.prod(tile_grid(crop.shape[:2], tx.bundle.tile_size)))
+    h = draw_h(rng, n, "rayleigh")
+    r = tx.send(tile_range(crop, tx.bundle.tile_size, 0, n), 2.0, h)
+    y = apply_channel(r.samples, h, rng, 1.0)
+    q, read = rx.receive_pilots(apply_channel(r.preamble, h, rng, 1.0), y, r.p_tot)
+    out = np.empty_like(crop)
+    untile_into(out, q.tiles, 0, tile_grid(crop.shape[:2], tx.bundle.tile_size))
+    assert np.array_equal(out, rep.image) and rep.header_failures == int((~read.ok).sum())
+    assert np.max(np.abs(read.h_hat - h)) > 0.01  # the pilots were noisy
+
+
+def test_soft_llrs_count_the_estimation_error_as_noise(ends, crop):
+    from escmvq.core.channels import apply_channel, effective_noise_var, equalize
+    from escmvq.runtime import Receiver
+    from escmvq.runtime.modem import demodulate_llr
+
+    tx = ends[0]
+    rx = Receiver(tx.bundle, csi="pilots", decoding="soft")
+    tiles = _tiles(tx, crop)
+    h = np.full(len(tiles), 0.5 - 0.5j, np.complex64)
+    r = tx.send(tiles, 5.0, h)
+    y = apply_channel(r.samples, h, np.random.default_rng(6), 1.0)
+    cbs, orders, powers, bit_order = rx.plans.batch(r.p_tot, r.gamma_q)
+    e = 0.01
+    got = rx._llrs(y, h, powers, orders, bit_order, 1.0, e)
+    nv = effective_noise_var(h, powers, 1.0) + e / np.abs(h.astype(np.complex128))[:, None] ** 2
+    want = demodulate_llr(equalize(y, h, powers), orders, bit_order, nv).reshape(got.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.abs(got).sum() < np.abs(rx._llrs(y, h, powers, orders, bit_order, 1.0)).sum()

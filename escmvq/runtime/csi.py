@@ -105,8 +105,9 @@ def check_csi(csi) -> CsiConfig:
     raise ValueError(f"csi: expected one of {', '.join(CSI_MODES)} or a CsiConfig, got {csi!r}")
 
 
-class PreambleTx:
-    """The transmitter's side: header fields from the true ``gamma``, the preamble samples."""
+class _Preamble:
+    """What both ends know of the preamble: the allocator (hence the header layout), the
+    settings, the data symbols per tile and the pilots."""
 
     def __init__(self, allocator, cfg: CsiConfig, n_symbols: int):
         self.allocator, self.cfg, self.T = allocator, cfg, int(n_symbols)
@@ -115,7 +116,12 @@ class PreambleTx:
 
     @property
     def n_preamble(self) -> int:
+        """Channel uses of the preamble per tile: the pilots, then every copy of the header."""
         return self.cfg.pilots + self.layout.n_symbols * self.cfg.repetitions
+
+
+class PreambleTx(_Preamble):
+    """The transmitter's side: header fields from the true ``gamma``, the preamble samples."""
 
     def make(self, p_tot: float, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``gamma [b]`` -> (preamble ``[b, n_preamble]`` complex64 ``sqrt(p_pilot) s``, ``gamma_q [b]``
@@ -136,17 +142,8 @@ class CsiRead:
     failures: list = field(default_factory=list)  # (row, one-line reason) per failed header
 
 
-class PreambleRx:
+class PreambleRx(_Preamble):
     """The receiver's side: estimate ``h``, read and check the header."""
-
-    def __init__(self, allocator, cfg: CsiConfig, n_symbols: int):
-        self.allocator, self.cfg, self.T = allocator, cfg, int(n_symbols)
-        self.layout = _ph.layout_for(allocator, cfg.scale_bits)
-        self.pilots = _pilots.pilot_symbols(cfg.pilots)
-
-    @property
-    def n_preamble(self) -> int:
-        return self.cfg.pilots + self.layout.n_symbols * self.cfg.repetitions
 
     def read(self, y_pre: np.ndarray, p_tot: float, noise_var: float) -> CsiRead:
         """Received preambles ``[b, n_preamble]`` -> :class:`CsiRead`."""

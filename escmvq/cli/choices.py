@@ -14,8 +14,8 @@ import typer
 from escmvq.cli.common import fail
 from escmvq.core import vocab
 
-__all__ = ["Device", "Channel", "Allocator", "Variant", "EvalDataset", "JpegEnergy", "JpegHeaders", "choice_parser",
-           "choice_option", "ChannelOpt"]
+__all__ = ["Device", "Channel", "Allocator", "Variant", "EvalDataset", "JpegEnergy", "JpegHeaders", "CsiMode", "choice_parser",
+           "choice_option", "ChannelOpt", "CsiOpt", "PilotsOpt"]
 
 
 def _enum(name: str, values) -> type[enum.Enum]:
@@ -29,6 +29,7 @@ Variant = _enum("Variant", vocab.VARIANTS)
 EvalDataset = _enum("EvalDataset", vocab.EVAL_DATASETS)
 JpegEnergy = _enum("JpegEnergy", vocab.JPEG_ENERGIES)
 JpegHeaders = _enum("JpegHeaders", vocab.JPEG_HEADERS)
+CsiMode = _enum("CsiMode", vocab.CSI_MODES)
 
 
 def _expected(values) -> str:
@@ -58,3 +59,7 @@ def choice_option(default: str, option: str, choices: type[enum.Enum], help: str
 
 
 ChannelOpt = choice_option("rayleigh", "--channel", Channel, "rayleigh (block fading, perfect CSI) or awgn.")
+CsiOpt = choice_option("perfect", "--csi", CsiMode,
+                       "perfect (the receiver is handed h, as in the paper) or pilots (pilots + a CRC-checked plan "
+                       "header before each tile; the receiver estimates h).")
+PilotsOpt = typer.Option(8, "--pilots", min=1, max=4096, help="Pilot symbols per tile with --csi pilots.")

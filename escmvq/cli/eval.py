@@ -13,8 +13,9 @@ from typing import Optional
 
 import typer
 
-from escmvq.cli.choices import Channel, ChannelOpt, EvalDataset, JpegEnergy, JpegHeaders, choice_option
+from escmvq.cli.choices import Channel, ChannelOpt, CsiMode, CsiOpt, EvalDataset, JpegEnergy, JpegHeaders, choice_option
 from escmvq.cli.common import cli_errors, fail
+from escmvq.cli.choices import PilotsOpt
 from escmvq.cli.txrx import Decoding, DecodingOpt, decoding_value
 from escmvq.core.vocab import EVAL_METHODS
 
@@ -57,6 +58,7 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     decoding: Optional[Decoding] = DecodingOpt,
+    csi: CsiMode = CsiOpt, pilots: int = PilotsOpt,
 ):
     """Run the end-to-end sweep (real QAM, real noise, the receiver's hard or soft decoding --
     the same for every learned method; JPEG+LDPC keeps its LDPC decoder --, the allocator's
@@ -74,7 +76,7 @@ def eval_cmd(
             images=images, realizations=realizations, seed=seed, data_dir=data_dir, batch=batch, threads=threads,
             jpeg_symbol_factor=symbol_factor, jpeg_energy=jpeg_energy, jpeg_headers=jpeg_headers,
             pairs=dict(parse_pair_spec(s) for s in pairs or []), json_out=json_out, plot=plot, bars=bars,
-            grid=grid, grid_snr=grid_snr, heatmap=heatmap, mu_cdf=mu_cdf, force=force,
+            grid=grid, grid_snr=grid_snr, heatmap=heatmap, mu_cdf=mu_cdf, force=force, csi=csi, pilots=pilots,
             command="escmvq eval " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "escmvq eval")
         cfg.validate()
     except ValueError as e:

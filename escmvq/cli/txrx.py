@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from escmvq.cli.choices import Channel, ChannelOpt
+from escmvq.cli.choices import Channel, ChannelOpt, CsiMode, CsiOpt, PilotsOpt
 from escmvq.cli.common import cli_errors, fail, fresh_path, out_console, parse_snr, tile_progress
 
 BundleOpt = typer.Option(None, "--bundle", "-b", help="Bundle folder (default: the shipped model).")
@@ -49,6 +49,13 @@ def decoding_value(d) -> str:
 
         return DEFAULT_DECODING
     return Decoding(d).value
+
+
+def csi_config(csi: str, pilots: int):
+    """``--csi`` / ``--pilots`` -> the :class:`~escmvq.runtime.csi.CsiConfig` of both link ends."""
+    from escmvq.runtime.csi import CsiConfig
+
+    return CsiConfig(mode=str(csi), pilots=int(pilots))
 
 
 def _default_output(image: Path, suffix: str) -> Path:
@@ -230,6 +237,7 @@ def link_cmd(
                                              "matplotlib: pip install 'escmvq\\[plot]'; never overwritten without "
                                              "--force)."),
     decoding: Optional[Decoding] = DecodingOpt,
+    csi: CsiMode = CsiOpt, pilots: int = PilotsOpt,
 ):
     """Transmitter, channel and receiver in one go: PSNR, channel uses, codebook use,
     per-stage latency, and a side-by-side PNG (input | output).
@@ -252,12 +260,15 @@ def link_cmd(
 
         out = output if output is not None else fresh_path(Path(image.stem + ".link"), ".png")
         check_output(out, force)
+        if plot is not None and csi != "perfect":
+            fail("--plot: draws the perfect-CSI plans; drop --csi pilots", 2)
         if plot is not None:  # refuse before any work: no matplotlib, a bad or existing path
             _check_plot_path(plot, out, force)
         img = load_image(image)
         prec = "int8" if int8 else "fp32"
-        tx = Transmitter(bundle, device=device, precision=prec)
-        rx = Receiver(tx.bundle, device=device, precision=prec, decoding=decoding_value(decoding))
+        cfg = csi_config(csi, pilots)
+        tx = Transmitter(bundle, device=device, precision=prec, csi=cfg)
+        rx = Receiver(tx.bundle, device=device, precision=prec, decoding=decoding_value(decoding), csi=cfg)
         with tile_progress(_n_tiles(img, tx.bundle), img.shape[0] * img.shape[1], "link") as advance:
             rep = run_link(tx, rx, img, snr_db, np.random.default_rng(seed), channel, per_image,
                            capture=plot is not None, progress=advance)
@@ -309,7 +320,12 @@ def _print_link(s: dict) -> None:
                               f"{s['bits_per_tile']} bits per tile)")
     t.add_row("label errors", f"{100 * s['label_error_rate']:.2f}% of the sent sub-vectors")
     if s.get("receiver"):
-        t.add_row("receiver", ", ".join(f"{k} {v}" for k, v in s["receiver"].items() if v is not None))
+        t.add_row("receiver", ", ".join(f"{k} {v}" for k, v in s["receiver"].items() if v is not None and k != "csi"))
+    if s.get("csi"):
+        c = s["csi"]
+        t.add_row("CSI", f"pilots ({c['pilots']} pilots + {c['header_channel_uses']} header channel uses per tile, "
+                         f"{c['overhead_channel_uses_total']:,} in all, {100 * c['overhead_fraction']:.1f}% of T); "
+                         f"plan header failed on {c['header_failures']} of {s['tiles']} tiles")
     t.add_row("codebook use", "  ".join(f"{v + 1}: {100 * u:.1f}%" for v, u in enumerate(s["codebook_use"]))
               + f"  not sent: {100 * (1 - sum(s['codebook_use'])):.1f}%")
     con.print(t)

@@ -7,7 +7,7 @@ or allocator variant is added here once.
 from __future__ import annotations
 
 __all__ = ["DEVICES", "CHANNELS", "ALLOCATORS", "VARIANTS", "JPEG_LDPC", "EVAL_METHODS", "EVAL_DATASETS",
-           "JPEG_ENERGIES", "JPEG_HEADERS", "BASELINE_PAIRS", "check_name"]
+           "JPEG_ENERGIES", "JPEG_HEADERS", "BASELINE_PAIRS", "CSI_MODES", "check_name"]
 
 # Where the runtime's networks run: ONNX Runtime providers (cpu, cuda, tensorrt) or a Jetson
 # (TensorRT fp16, with its power state recorded by the benchmark).
@@ -17,6 +17,9 @@ DEVICES = ("cpu", "cuda", "tensorrt", "jetson")
 CHANNELS = ("awgn", "rayleigh")
 # Resource allocators (Sec. IV): JCAMP adapts codebook and modulation, JCAP only the codebook.
 ALLOCATORS = ("jcamp", "jcap")
+# What the receiver knows of the channel: the true h (the paper's assumption), or an estimate
+# from pilots plus a plan header sent before each tile (escmvq.runtime.csi).
+CSI_MODES = ("perfect", "pilots")
 # Allocator variants: "exact" (keeps the power budget) or "paper" (the paper's algorithm as written).
 VARIANTS = ("exact", "paper")
 # The separate source/channel coding baseline of Sec. V.

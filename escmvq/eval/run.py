@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from escmvq.core.channels import snr_db_to_es_eb
-from escmvq.core.vocab import (ALLOCATORS, CHANNELS, EVAL_DATASETS, EVAL_METHODS, JPEG_ENERGIES, JPEG_HEADERS,
+from escmvq.core.vocab import (ALLOCATORS, CHANNELS, CSI_MODES, EVAL_DATASETS, EVAL_METHODS, JPEG_ENERGIES, JPEG_HEADERS,
                                JPEG_LDPC, check_name)
 
 __all__ = ["EvalConfig", "EvalResult", "run_eval", "write_result", "parse_pair_spec", "json_safe",
@@ -55,7 +55,9 @@ class EvalConfig:
     images : test images (tiles for Kodak); realizations : fading + noise draws per image;
     batch : images per runtime batch (the seeding follows it); threads : ONNX Runtime / torch
     intra-op threads; decoding : the receiver of every learned method ("hard" | "soft"; None:
-    the runtime's default); jpeg_* : the JPEG + LDPC link (:class:`~escmvq.eval.jpeg_ldpc.JpegLdpc`);
+    the runtime's default); csi, pilots : how the learned ESC-MVQ methods' receivers know the
+    channel ("perfect" | "pilots", :mod:`escmvq.runtime.csi`; pair sets and JPEG+LDPC keep perfect
+    CSI, so "pilots" is refused with them); jpeg_* : the JPEG + LDPC link (:class:`~escmvq.eval.jpeg_ldpc.JpegLdpc`);
     json .. mu_cdf : output files (None: not written); command : recorded in the document.
     """
     bundle: Optional[Path] = None
@@ -70,6 +72,8 @@ class EvalConfig:
     batch: int = 256
     threads: Optional[int] = None
     decoding: Optional[str] = None
+    csi: str = "perfect"
+    pilots: int = 8
     jpeg_symbol_factor: int = 8
     jpeg_energy: str = "total"
     jpeg_headers: str = "stripped"
@@ -102,6 +106,11 @@ class EvalConfig:
             raise ValueError("--jpeg-symbol-factor must be >= 1")
         check_name("--jpeg-energy", self.jpeg_energy, JPEG_ENERGIES)
         check_name("--jpeg-headers", self.jpeg_headers, JPEG_HEADERS)
+        check_name("--csi", self.csi, CSI_MODES)
+        if isinstance(self.pilots, bool) or int(self.pilots) != self.pilots or not 1 <= self.pilots <= 4096:
+            raise ValueError(f"--pilots: expected an int in 1..4096, got {self.pilots!r}")
+        if self.csi != "perfect" and (self.pairs or JPEG_LDPC in self.methods):
+            raise ValueError("--csi pilots: supported for jcamp and jcap only (pair sets and jpeg-ldpc keep perfect CSI)")
         for name, paths in self.pairs.items():
             if not name or name in EVAL_METHODS:
                 raise ValueError(f"--pairs: expected a new method NAME, got {name!r}")
@@ -208,11 +217,14 @@ def run_eval(config: EvalConfig, progress=None) -> EvalResult:
         return lambda k: progress(description, k, total)
 
     results = {}
+    from escmvq.runtime.csi import CsiConfig
+
+    csi = CsiConfig(mode=cfg.csi, pilots=int(cfg.pilots))
     if esc:
         from escmvq.eval.sweep import sweep_esc
 
         results.update(sweep_esc(b, imgs, snrs, esc, threads=cfg.threads, progress=step("+".join(esc)),
-                                 receiver=rx_opts, **common))
+                                 receiver=rx_opts, csi=csi, **common))
     if JPEG_LDPC in meths:
         from escmvq.eval.jpeg_ldpc import sweep_jpeg_ldpc
 
@@ -251,6 +263,11 @@ def run_eval(config: EvalConfig, progress=None) -> EvalResult:
         "eb_n0_db": [float(v) for v in snrs],
         "elapsed_s": elapsed,
         "receiver": receiver_settings(**rx_opts),
+        # the learned ESC-MVQ methods' channel knowledge; the overhead per tile (pilots + plan header
+        # channel uses) depends on each method's allocator (its state count sizes the header)
+        "csi": {"mode": csi.mode, "pilots": csi.pilots if csi.estimated else None,
+                "overhead_channel_uses_per_tile": {m: results[m].info["receiver"].get("csi", {}).get(
+                    "overhead_channel_uses", 0) for m in esc}},
         "throughput_unit": "transmissions_per_s = images x realisations x SNR points per second of that method",
         "statistic": "mean over images of the per-image PSNR (8-bit, eq. 52) averaged over realisations; "
                      "ci95 = Student-t half-width over images",

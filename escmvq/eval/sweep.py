@@ -58,19 +58,21 @@ def allocator_for(bundle, method: str):
 
 
 def send_latent(bundle, plans, search: np.ndarray, zs: np.ndarray, p_tot: float, h: np.ndarray,
-                noise_var: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                noise_var: float = 1.0, gamma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:meth:`Transmitter.send` after the encoder.
 
     bundle : :class:`~escmvq.runtime.bundle.Bundle`; plans : a ``PlanCache`` of the method;
     search : ``quantize.search_matrices(bundle.codebooks)`` ``[V, D+1, K]`` float32;
     zs : ``[b, N, D]`` float32 sub-vectors of the encoder output; p_tot : float > 0;
-    h : ``[b]`` complex64.
+    h : ``[b]`` complex64; gamma : ``[b]`` float64 to plan with instead of ``|h|^2/sigma^2`` (the plan
+    header's quantised value under estimated CSI).
     Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64,
     labels ``[b, N]`` int64).
     """
     from escmvq.runtime.transmitter import send_subvectors
 
-    return send_subvectors(zs, bundle.codebooks, search, plans, int(bundle.model["B"]), p_tot, h, noise_var)
+    return send_subvectors(zs, bundle.codebooks, search, plans, int(bundle.model["B"]), p_tot, h, noise_var,
+                           gamma=gamma)
 
 
 _RX_KEYS = ("decoding", "soft_estimate", "llr", "prior")
@@ -97,8 +99,9 @@ class EscLink:
     """
 
     def __init__(self, bundle, method: str, threads: int | None = None, allocator=None,
-                 receiver: dict | None = None):
+                 receiver: dict | None = None, csi=None):
         from escmvq.runtime.alloc_adapter import PlanCache
+        from escmvq.runtime.csi import PreambleTx, check_csi
         from escmvq.runtime.quantize import search_matrices
         from escmvq.runtime.receiver import Receiver
 
@@ -106,8 +109,11 @@ class EscLink:
         alloc = allocator if allocator is not None else allocator_for(bundle, method)
         self.tx_plans = PlanCache(alloc, n_symbols=bundle.n_symbols, n_bits=bundle.n_bits)
         # the receiver derives its own plans (footnote 2) with this method's allocator
-        self.rx = Receiver(bundle, threads=threads, allocator=alloc, **_rx_kwargs(receiver))
+        self.rx = Receiver(bundle, threads=threads, allocator=alloc, csi=csi, **_rx_kwargs(receiver))
         self.search = search_matrices(bundle.codebooks)
+        self.csi = check_csi(csi)
+        self.preamble = PreambleTx(alloc, self.csi, bundle.n_symbols) if self.csi.estimated else None
+        self.header_failures = 0  # tiles whose plan header failed, over this link's life
 
     def run(self, zs: np.ndarray, h: np.ndarray, p_tot: float, rng: np.random.Generator | None,
             noise_var: float = 1.0, noise: np.ndarray | None = None
@@ -119,8 +125,18 @@ class EscLink:
         Returns (reconstruction ``[b, th, tw, 3]`` uint8, codebooks ``[b, N]``, labels sent
         ``[b, N]``, labels received ``[b, N]``).
         """
-        from escmvq.core.channels import apply_channel
+        from escmvq.core.channels import apply_channel, channel_gamma
 
+        if self.preamble is not None:  # estimated CSI: pilots + plan header, data planned with gamma_q
+            if noise is not None or rng is None:
+                raise ValueError("csi='pilots': the link draws its noise from rng (pair sets keep perfect CSI)")
+            pre, gq = self.preamble.make(p_tot, channel_gamma(h, noise_var))
+            x, cbs, sent = send_latent(self.bundle, self.tx_plans, self.search, zs, p_tot, h, noise_var, gamma=gq)
+            y = apply_channel(x, h, rng, noise_var)  # the data's noise first: the same draws as perfect CSI
+            r, read = self.rx.receive_pilots(apply_channel(pre, h, rng, noise_var), y, p_tot, noise_var)
+            self.header_failures += int((~read.ok).sum())
+            rec = np.clip(np.rint(r.tiles.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+            return rec, cbs, sent, r.labels
         x, cbs, sent = send_latent(self.bundle, self.tx_plans, self.search, zs, p_tot, h, noise_var)
         if noise is None:
             y = apply_channel(x, h, rng, noise_var)
@@ -160,17 +176,24 @@ class EscMethod(BaseLink):
 
         zs = self.prepare(images) if prepared is None else prepared
         p_tot = snr_to_ptot(snr_db, self.link.bundle.n_bits, self.noise_var)
+        failed = self.link.header_failures
         rec, cbs, sent, got = self.link.run(zs, h, p_tot, rng, self.noise_var)
         V = self.V
-        return rec, {"label_errors": float(np.count_nonzero((sent != got) & (cbs < V))),  # sent ones only
-                     "codebook_sum": cbs.sum(0), "codebook_use": np.bincount(cbs.ravel(), minlength=V)[:V]}
+        out = {"label_errors": float(np.count_nonzero((sent != got) & (cbs < V))),  # sent ones only
+               "codebook_sum": cbs.sum(0), "codebook_use": np.bincount(cbs.ravel(), minlength=V)[:V]}
+        if self.link.csi.estimated:
+            out["header_failures"] = float(self.link.header_failures - failed)
+        return rec, out
 
     def summary(self, totals, n_transmissions):
         """Per SNR: the label error rate, the fraction of sub-vectors on each codebook ``[V]``
         and the mean assigned codebook per sub-vector ``[N]`` (Fig. 8; 1-based like the paper)."""
         denom, N = float(n_transmissions), self.N
         info = {"pairs": 1, "kind": "esc-mvq", "allocator": self.name, "receiver": self.link.rx.settings}
-        return info, {
+        extra = {}
+        if self.link.csi.estimated:  # tiles decoded with every sub-vector "not sent" for want of a plan
+            extra["header_failure_rate"] = [t["header_failures"] / denom for t in totals]
+        return info, {**extra,
             "label_error_rate": (np.array([t["label_errors"] for t in totals]) / (denom * N)).tolist(),
             "codebook_use": (np.stack([t["codebook_use"] for t in totals]) / (denom * N)).tolist(),
             "mean_codebook": (np.stack([t["codebook_sum"] for t in totals]) / denom + 1.0).tolist(),
@@ -180,7 +203,7 @@ class EscMethod(BaseLink):
 def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: str = "rayleigh",
               realizations: int = 1, seed: int = 0, batch: int = 256, noise_var: float = 1.0,
               keep: int = 0, threads: int | None = None, progress=None, links: dict | None = None,
-              receiver: dict | None = None) -> dict[str, MethodResult]:
+              receiver: dict | None = None, csi=None) -> dict[str, MethodResult]:
     """PSNR-vs-SNR of a bundle with each method in ``methods``.
 
     bundle : a :class:`~escmvq.runtime.bundle.Bundle` (or a path);
@@ -191,20 +214,22 @@ def sweep_esc(bundle, images: np.ndarray, snrs, methods=ESC_METHODS, channel: st
     ``keep`` images to return (``MethodResult.samples``); progress : callable(int) told the
     number of image-realisations done per method and SNR; links : ``{method: EscLink}`` to reuse
     (their receivers must have the ``receiver`` setting); receiver : the receiver setting of
-    every method (:class:`EscLink`), recorded as ``info["receiver"]``.
+    every method (:class:`EscLink`), recorded as ``info["receiver"]``; csi : "perfect" (default) |
+    "pilots" | a :class:`~escmvq.runtime.csi.CsiConfig` for every method (then ``info["receiver"]["csi"]``
+    holds the overhead and each SNR point its ``header_failure_rate``).
 
     Returns ``{method: MethodResult}`` with, per SNR, the label error rate, the fraction of
     sub-vectors on each codebook ``[V]`` and the mean assigned codebook per sub-vector
     ``[N]`` (Fig. 8; 1-based like the paper).
     """
     return simulate(esc_methods(bundle, images, methods, channel, realizations, batch, noise_var, threads, links,
-                                receiver),
+                                receiver, csi),
                     images, snrs, channel, realizations, seed, batch, keep, progress)
 
 
 def esc_methods(bundle, images, methods=ESC_METHODS, channel: str = "rayleigh", realizations: int = 1,
                 batch: int = 256, noise_var: float = 1.0, threads: int | None = None, links: dict | None = None,
-                receiver: dict | None = None) -> list[EscMethod]:
+                receiver: dict | None = None, csi=None) -> list[EscMethod]:
     """The :class:`EscMethod` links of ``methods`` for ``bundle`` (a Bundle or a path), sharing
     one encoder; ``links`` and ``receiver`` as :func:`sweep_esc`. The arguments are checked
     before any link is built (a JCAP allocator takes about 0.5 s)."""
@@ -225,9 +250,13 @@ def esc_methods(bundle, images, methods=ESC_METHODS, channel: str = "rayleigh", 
     for m in methods:
         if m not in links:
             t0 = time.perf_counter()
-            links[m] = EscLink(bundle, m, threads=threads, receiver=receiver)
+            links[m] = EscLink(bundle, m, threads=threads, receiver=receiver, csi=csi)
             t_setup[m] = time.perf_counter() - t0
     _same_receiver([links[m].rx for m in methods], receiver)
+    from escmvq.runtime.csi import check_csi
+
+    if any(links[m].csi != check_csi(csi) for m in methods):
+        raise ValueError(f"links: a reused link's CSI differs from the sweep's ({check_csi(csi)})")
     return [EscMethod(links[m], tx, noise_var, t_setup.get(m, 0.0)) for m in methods]
 
 

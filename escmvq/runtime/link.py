@@ -104,6 +104,8 @@ class LinkReport:
     timings: dict[str, float] = field(default_factory=dict)
     p_tot: float = 0.0
     capture: LinkCapture | None = None  # run_link(..., capture=True) only
+    overhead_channel_uses: int = 0  # pilots + plan header of every tile (csi="pilots"), not in channel_uses
+    header_failures: int = 0  # tiles whose plan header failed (decoded with every sub-vector "not sent")
 
 
 def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng: np.random.Generator,
@@ -113,7 +115,17 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
     :func:`transmit_image` then :func:`receive_frame`: all ``h`` first, then the noise of each
     tile in order). Holds the input, the output and the per-batch work only, unless
     ``capture=True``, which also returns the per-tile channel, received samples and plans in
-    ``report.capture`` (same draws, same result; the plans come from the receiver's cache)."""
+    ``report.capture`` (same draws, same result; the plans come from the receiver's cache).
+
+    With estimated CSI (``tx`` and ``rx`` built with ``csi="pilots"``) each batch's preamble
+    (pilots + plan header) goes through the channel after its data, so the data sees the same
+    noise as with perfect CSI; the receiver estimates ``h`` and reads the header
+    (:meth:`Receiver.receive_pilots`). ``capture`` is for perfect CSI only."""
+    if tx.csi != rx.csi:
+        raise ValueError(f"csi: the transmitter uses {tx.csi}, the receiver {rx.csi}: both ends must agree")
+    pilots = tx.csi.estimated
+    if pilots and capture:
+        raise ValueError("capture: the link plot shows perfect-CSI plans; use csi='perfect'")
     t0 = time.perf_counter()
     b = tx.bundle
     ts, T, V = b.tile_size, b.n_symbols, b.codebooks.shape[0]
@@ -132,6 +144,7 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
     use = np.zeros(V + 1, np.int64)
     n_sent = n_wrong = 0
     p_tot = 0.0
+    n_pre = n_fail = 0
     keep = {"y": [], "cbs": [], "sent": [], "labels": []} if capture else None
     for i in range(0, n, max_batch):
         j = min(i + max_batch, n)
@@ -140,8 +153,15 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
         p_tot = r.p_tot
         t1 = time.perf_counter()
         y = apply_channel(r.samples, h[i:j], rng, noise_var)
+        if pilots:  # after the data: the data's noise is that of perfect CSI
+            y_pre = apply_channel(r.preamble, h[i:j], rng, noise_var)
+            n_pre += r.preamble.size
         t_rx["channel"] += time.perf_counter() - t1
-        q = rx.receive(y, h[i:j], p_tot, noise_var)
+        if pilots:
+            q, read = rx.receive_pilots(y_pre, y, p_tot, noise_var)
+            n_fail += int((~read.ok).sum())
+        else:
+            q = rx.receive(y, h[i:j], p_tot, noise_var)
         _add(t_rx, q.timings)
         untile_into(out, q.tiles, i, grid)
         use += np.bincount(r.codebooks.ravel(), minlength=V + 1)[:V + 1]
@@ -165,7 +185,7 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
     return LinkReport(image=out, psnr_db=psnr(img, out), channel_uses=n * T, n_tiles=n,
                       codebook_use=use[:V] / use.sum(),
                       label_error_rate=n_wrong / n_sent if n_sent else 0.0,
-                      timings=timings, p_tot=p_tot, capture=cap)
+                      timings=timings, p_tot=p_tot, capture=cap, overhead_channel_uses=n_pre, header_failures=n_fail)
 
 
 def _capture(rx: Receiver, frame: Frame, cbs: np.ndarray, sent: np.ndarray, labels: np.ndarray, V: int) -> LinkCapture:
@@ -198,4 +218,6 @@ def link_summary(rep: LinkReport, tx: Transmitter, rx: Receiver, image: str, siz
         "codebook_use": [round(float(u), 4) for u in rep.codebook_use],
         "latency_ms": {k: round(1e3 * rep.timings[k], 3) for k in (*STAGES, "end_to_end") if k in rep.timings},
         "bundle": b.hash_hex, "receiver": rx.settings,
+        **({"csi": {**rx.settings["csi"], "overhead_channel_uses_total": rep.overhead_channel_uses,
+                    "header_failures": rep.header_failures}} if rx.csi.estimated else {}),
     }

@@ -26,6 +26,7 @@ from escmvq.core.channels import apply_channel
 from escmvq.core.channels import channel_gamma
 from escmvq.runtime import soft
 from escmvq.runtime.bundle import Bundle, decoder_feed
+from escmvq.runtime.csi import CsiRead, PreambleRx, check_csi
 from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import KIND_RX, Frame, FrameError
 from escmvq.runtime.images import MAX_PIXELS, untile_into
@@ -84,13 +85,18 @@ class RxResult:
 class Receiver:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, allocator=None, decoding: str = DEFAULT_DECODING,
-                 soft_estimate: str = "mmse", llr: str = "exact", prior: bool = True):
+                 soft_estimate: str = "mmse", llr: str = "exact", prior: bool = True, csi=None):
         """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
         (see :func:`~escmvq.runtime.endpoint.open_endpoint`). ``decoding``: "hard" | "soft";
         ``soft_estimate``: "mmse" | "map"; ``llr``: "exact" | "maxlog"; ``prior``: use the
-        bundle's label prior (soft decoding; also the not-sent substitute without latent_mean)."""
+        bundle's label prior (soft decoding; also the not-sent substitute without latent_mean);
+        ``csi``: "perfect" (default: :meth:`receive` is handed ``h``) | "pilots" | a
+        :class:`~escmvq.runtime.csi.CsiConfig` (:meth:`receive_pilots` estimates ``h`` and reads
+        the plan header; it must match the transmitter's)."""
         self.requested = receiver_settings(decoding, soft_estimate, llr, prior)  # validates before any work
+        self.csi = check_csi(csi)
         self.bundle, self.session, self.plans = open_endpoint(bundle, "decoder", device, precision, threads, allocator)
+        self.preamble = PreambleRx(self.plans.allocator, self.csi, self.bundle.n_symbols) if self.csi.estimated else None
         self.decoding, self.soft_estimate, self.llr, self.prior = decoding, soft_estimate, llr, bool(prior)
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
@@ -114,6 +120,8 @@ class Receiver:
         if self.decoding == "soft":
             out["prior"] = "off" if not self.prior else ("bundle" if self.bundle.label_prior is not None
                                                          else "uniform (bundle has none)")
+        if self.csi.estimated:  # perfect CSI adds nothing, so its results read as before
+            out["csi"] = self.csi.describe(self.plans.allocator, self.bundle.n_symbols)
         return out
 
     def decode(self, z: np.ndarray, codebooks: np.ndarray | int = 0) -> np.ndarray:
@@ -138,18 +146,44 @@ class Receiver:
         t = {}
         y = np.asarray(y)
         h = np.asarray(h, np.complex64)
-        b = y.shape[0]
         t0 = time.perf_counter()
-        cbs, orders, powers, bit_order = self.plans.batch(p_tot, channel_gamma(h, noise_var))
+        plan = self.plans.batch(p_tot, channel_gamma(h, noise_var))
+        return self._receive(y, h, plan, noise_var, t, t0)
+
+    def receive_pilots(self, y_pre: np.ndarray, y: np.ndarray, p_tot: float, noise_var: float = 1.0
+                       ) -> tuple[RxResult, CsiRead]:
+        """Estimated CSI (``csi="pilots"``): ``y_pre [b, n_pre]`` received pilots + plan header,
+        ``y [b, T]`` received data. The plan comes from the header's ``gamma_q``, equalisation
+        and LLRs from the pilots' ``h_hat`` (LLR noise ``(sigma^2 + p_t E|e|^2) / (|h_hat|^2 p_t)``
+        with ``e`` the estimation error). A tile whose header fails is decoded with every
+        sub-vector "not sent". Returns (:class:`RxResult`, the :class:`~escmvq.runtime.csi.CsiRead`)."""
+        if self.preamble is None:
+            raise ValueError("receive_pilots: this receiver was built with csi='perfect'")
+        t = {}
+        y = np.asarray(y)
+        t0 = time.perf_counter()
+        read = self.preamble.read(y_pre, p_tot, noise_var)
+        t1 = time.perf_counter()
+        t["estimate"] = t1 - t0
+        # a failed header's tile gets a placeholder plan, then every sub-vector marked not sent
+        cbs, orders, powers, bit_order = self.plans.batch(p_tot, np.where(read.ok, read.gamma_q, 1.0))
+        cbs = np.where(read.ok[:, None], cbs, int(self.bundle.model["V"]))
+        return self._receive(y, read.h_hat, (cbs, orders, powers, bit_order), noise_var, t, t1, read.error_var), read
+
+    def _receive(self, y, h, plan, noise_var: float, t: dict, t0: float, error_var: float = 0.0) -> RxResult:
+        """Demodulate, dequantize and decode ``y [b, T]`` under ``plan`` (codebooks, orders, powers,
+        bit order of every row) with channel (estimate) ``h [b]``."""
+        b = y.shape[0]
+        cbs, orders, powers, bit_order = plan
         t1 = time.perf_counter()
         if self.decoding == "hard":
-            # perfect CSI; a symbol sent with zero power carries no information and comes back as 0
+            # a symbol sent with zero power carries no information and comes back as 0
             bits = demodulate(channels.equalize(y, h, powers), orders, bit_order)
             labels = pvq.bits_to_index(bits.reshape(b, -1, self._B))
             t2 = time.perf_counter()
             zs, labels = soft.decode_hard(labels, cbs, self.bundle.codebooks, self._subst)
         else:
-            llr = self._llrs(y, h, powers, orders, bit_order, noise_var)
+            llr = self._llrs(y, h, powers, orders, bit_order, noise_var, error_var)
             t2 = time.perf_counter()
             zs, labels = soft.decode_soft(llr, cbs, self._soft, self.soft_estimate)
         zq = pvq.from_subvectors(zs, self._h, self._w)
@@ -159,10 +193,16 @@ class Receiver:
         t.update(allocate=t1 - t0, demodulate=t2 - t1, dequantize=t3 - t2, decode=t4 - t3)
         return RxResult(tiles=x, labels=labels, codebooks=cbs, timings=t)
 
-    def _llrs(self, y, h, powers, orders, bit_order, noise_var: float) -> np.ndarray:
-        """Bit LLRs ``[b, N, B]`` float32 of received ``y [b, T]`` under a batch of plans."""
+    def _llrs(self, y, h, powers, orders, bit_order, noise_var: float, error_var: float = 0.0) -> np.ndarray:
+        """Bit LLRs ``[b, N, B]`` float32 of received ``y [b, T]`` under a batch of plans; ``error_var``:
+        ``E|h - h_hat|^2`` when ``h`` is an estimate (its error times the unit symbol adds ``p_t
+        error_var`` of noise before equalisation)."""
         y_eq = channels.equalize(y, h, powers)  # y / (h sqrt(p_t)); 0 where p_t = 0
         nv = channels.effective_noise_var(h, powers, noise_var)  # sigma^2 / (|h|^2 p_t); inf where p_t = 0
+        if error_var:
+            h2 = np.abs(np.asarray(h, np.complex128)) ** 2
+            with np.errstate(divide="ignore"):
+                nv = nv + np.where(h2 > 0, error_var / np.where(h2 > 0, h2, 1.0), np.inf)[:, None]
         return demodulate_llr(y_eq, orders, bit_order, nv, self.llr).reshape(len(y), -1, self._B)
 
     def bit_llrs(self, y: np.ndarray, h: np.ndarray, p_tot: float, noise_var: float = 1.0

@@ -14,6 +14,7 @@ import numpy as np
 from escmvq.core import pvq
 from escmvq.core.channels import channel_gamma, draw_h, snr_db_to_ptot
 from escmvq.runtime.bundle import Bundle
+from escmvq.runtime.csi import PreambleTx, check_csi
 from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import KIND_TX, Frame
 from escmvq.runtime.images import tile_grid, tile_range
@@ -29,18 +30,19 @@ def snr_to_ptot(snr_db: float, n_bits: int, noise_var: float = 1.0) -> float:
 
 
 def send_subvectors(zs: np.ndarray, codebooks: np.ndarray, search: np.ndarray, plans, B: int, p_tot: float,
-                    h: np.ndarray, noise_var: float = 1.0, timings: dict | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    h: np.ndarray, noise_var: float = 1.0, timings: dict | None = None,
+                    gamma: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Everything the transmitter does after the encoder: plan, quantize, bits, QAM, power.
 
     zs : ``[b, N, D]`` float32 encoder sub-vectors; codebooks : ``[V, K, D]`` float32;
     search : ``quantize.search_matrices(codebooks)``; plans : a ``PlanCache``; B : bits per
-    label; p_tot : float > 0; h : ``[b]`` complex64 (one plan per row from ``|h|^2/noise_var``).
+    label; p_tot : float > 0; h : ``[b]`` complex64 (one plan per row from ``|h|^2/noise_var``);
+    gamma : ``[b]`` float64 to plan with instead (the plan header's quantised value, estimated CSI).
     Returns (samples ``[b, T]`` complex64 ``sqrt(p_t) s_t``, codebooks ``[b, N]`` int64 (V = not
     sent), labels ``[b, N]`` int64); stage times in seconds go into ``timings`` when given.
     """
     t0 = time.perf_counter()
-    cbs, orders, powers, bit_order = plans.batch(p_tot, channel_gamma(h, noise_var))
+    cbs, orders, powers, bit_order = plans.batch(p_tot, channel_gamma(h, noise_var) if gamma is None else gamma)
     t1 = time.perf_counter()
     # a sub-vector the plan does not send (codebook V) is quantized with codebook V-1: its
     # label's bits sit after the plan's sent bits in bit_order, so they never reach a symbol
@@ -62,14 +64,19 @@ class TxResult:
     codebooks: np.ndarray  # [b, N] 0-based codebook of every sub-vector
     labels: np.ndarray  # [b, N] labels sent
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    preamble: np.ndarray | None = None  # [b, n_pre] complex64 pilots + plan header (csi="pilots" only)
+    gamma_q: np.ndarray | None = None  # [b] float64 the header's gamma the plans were made from (csi="pilots")
 
 
 class Transmitter:
     def __init__(self, bundle: Bundle | str | None = None, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, allocator=None):
+                 threads: int | None = None, allocator=None, csi=None):
         """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
-        (see :func:`~escmvq.runtime.endpoint.open_endpoint`)."""
+        (see :func:`~escmvq.runtime.endpoint.open_endpoint`); ``csi``: "perfect" (default) |
+        "pilots" | a :class:`~escmvq.runtime.csi.CsiConfig` (pilots + plan header before each tile)."""
+        self.csi = check_csi(csi)
         self.bundle, self.session, self.plans = open_endpoint(bundle, "encoder", device, precision, threads, allocator)
+        self.preamble = PreambleTx(self.plans.allocator, self.csi, self.bundle.n_symbols) if self.csi.estimated else None
         self._search = search_matrices(self.bundle.codebooks)
         self._B = int(self.bundle.model["B"])
 
@@ -96,9 +103,15 @@ class Transmitter:
         t0 = time.perf_counter()
         z = self.encode(tiles)
         t["encode"] = time.perf_counter() - t0
+        pre = gq = None
+        if self.preamble is not None:  # the header's quantised gamma is what both ends plan with
+            t0 = time.perf_counter()
+            pre, gq = self.preamble.make(p_tot, channel_gamma(h, noise_var))
+            t["preamble"] = time.perf_counter() - t0
         x, cbs, labels = send_subvectors(pvq.to_subvectors(z), self.bundle.codebooks, self._search, self.plans,
-                                         self._B, p_tot, h, noise_var, timings=t)
-        return TxResult(samples=x, h=h, p_tot=float(p_tot), noise_var=float(noise_var), codebooks=cbs, labels=labels, timings=t)
+                                         self._B, p_tot, h, noise_var, timings=t, gamma=gq)
+        return TxResult(samples=x, h=h, p_tot=float(p_tot), noise_var=float(noise_var), codebooks=cbs, labels=labels,
+                        timings=t, preamble=pre, gamma_q=gq)
 
     def send_image(self, img: np.ndarray, snr_db: float, rng: np.random.Generator, channel: str = "rayleigh",
                    per_image: bool = False, noise_var: float = 1.0):

@@ -1,0 +1,222 @@
+"""Estimated CSI, the numpy parts: pilots and the channel estimate, the QPSK header modem, the
+plan header (every state index, CRC-8 detection) and plans both ends derive from it, also in
+two separate processes."""
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from escmvq.core import pilots as P
+from escmvq.core import plan_header as ph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def alloc():
+    """The shipped bundle's allocator: JCAMP with the erasure prefix (negative state indices)."""
+    from escmvq.runtime.bundle import load_bundle
+
+    return load_bundle(None).allocator
+
+
+# ---------------------------------------------------------------- pilots and the estimate
+def test_pilots_are_fixed_unit_energy_qpsk():
+    s = P.pilot_symbols(8)
+    assert s.dtype == np.complex64 and s.shape == (8,)
+    np.testing.assert_allclose(np.abs(s) ** 2, 1.0, rtol=1e-6)
+    assert np.array_equal(s, P.pilot_symbols(8)) and np.array_equal(P.pilot_symbols(16)[:8], s)
+    assert len(set(np.round(s, 4).tolist())) == 4  # all four QPSK points, so no DC in I or Q
+    with pytest.raises(ValueError, match="^n: expected an int >= 1"):
+        P.pilot_symbols(0)
+
+
+@pytest.mark.parametrize("n, p, nv", [(8, 4.0, 1.0), (4, 40.0, 1.0), (16, 0.5, 2.0)])
+def test_ls_estimate_is_unbiased_with_variance_sigma2_over_np(n, p, nv):
+    rng = np.random.default_rng(1)
+    b = 40_000
+    h = np.full(b, 0.6 - 0.3j)
+    s = P.pilot_symbols(n)
+    noise = (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))) * np.sqrt(nv / 2)
+    y = h[:, None] * np.sqrt(p) * s[None] + noise
+    e = P.estimate_h(y, s, p) - h
+    assert P.estimate_h(y, s, p).dtype == np.complex64
+    want = nv / (n * p)
+    assert want == P.estimate_error_var(n, p, nv)
+    assert abs(e.mean()) < 4 * np.sqrt(want / b)  # unbiased
+    assert np.mean(np.abs(e) ** 2) == pytest.approx(want, rel=0.03)
+
+
+def test_ls_is_exact_without_noise_and_lmmse_shrinks_with_its_error_variance():
+    s = P.pilot_symbols(8)
+    h = np.array([1 + 1j, -0.2 + 0.05j], np.complex64)
+    y = h[:, None] * np.sqrt(3.0) * s[None]
+    np.testing.assert_allclose(P.estimate_h(y, s, 3.0), h, rtol=1e-6)
+    np.testing.assert_allclose(P.estimate_h(y, s, 3.0, "lmmse", 1.0), h * 24 / 25, rtol=1e-6)
+    # LMMSE over Rayleigh: error variance sigma^2 / (n p + sigma^2), below LS's
+    rng = np.random.default_rng(2)
+    b, n, p, nv = 40_000, 4, 0.5, 1.0
+    h = (rng.standard_normal(b) + 1j * rng.standard_normal(b)) * np.sqrt(0.5)
+    s = P.pilot_symbols(n)
+    y = h[:, None] * np.sqrt(p) * s[None] + (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))) * np.sqrt(nv / 2)
+    e = P.estimate_h(y, s, p, "lmmse", nv) - h
+    assert np.mean(np.abs(e) ** 2) == pytest.approx(P.estimate_error_var(n, p, nv, "lmmse"), rel=0.03)
+    assert P.estimate_error_var(n, p, nv, "lmmse") < P.estimate_error_var(n, p, nv, "ls")
+    with pytest.raises(ValueError, match="^noise_var: the LMMSE estimate needs"):
+        P.estimate_h(y, s, p, "lmmse")
+    with pytest.raises(ValueError, match="^method: expected one of ls, lmmse"):
+        P.estimate_h(y, s, p, "ml")
+
+
+def test_qpsk_repetition_round_trip_and_soft_combining():
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2, (500, 22)).astype(np.uint8)
+    x = P.qpsk_map(bits, 3)
+    assert x.shape == (500, 33) and x.dtype == np.complex64
+    from escmvq.core import qam
+
+    np.testing.assert_allclose(x[:, :11], qam.map_bits(bits.reshape(-1, 2), 2).reshape(500, 11), atol=1e-7)
+    h = np.exp(1j * rng.uniform(0, 6.3, 500)) * 0.7
+    got, _ = P.qpsk_soft_combine(h[:, None] * x, h, 22, 3)
+    assert np.array_equal(got, bits)
+    # at an SNR where one copy errs often, three combined copies err far less
+    noise = (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)) * 0.5
+    one = P.qpsk_soft_combine((h[:, None] * x + noise)[:, :11], h, 22, 1)[0]
+    three = P.qpsk_soft_combine(h[:, None] * x + noise, h, 22, 3)[0]
+    assert np.mean(three != bits) < 0.5 * np.mean(one != bits)
+
+
+# ---------------------------------------------------------------- the plan header
+def test_header_round_trip_for_every_state_index(alloc):
+    lay = ph.layout_for(alloc)
+    n_pre = alloc.n_states - alloc.plan(1e9, 1.0).state_index - 1  # states below the all-sent cheapest one
+    assert n_pre > 0 and lay.state_bits == int(np.ceil(np.log2(alloc.n_states)))
+    p_tot = 576 * 10.0
+    thr = alloc.thresholds
+    seen = set()
+    for k in range(alloc.n_states):
+        # the state's own lower edge (as the header rebuilds it) and the middle of its interval
+        for g in (ph.header_gamma(alloc, p_tot, k, 0, lay.scale_bits),
+                  0.5 * (thr[k] + (thr[k + 1] if k + 1 < alloc.n_states else 3 * thr[k])) / p_tot):
+            bits, gq = ph.encode_headers(alloc, p_tot, [g], lay)
+            assert bits.shape == (1, lay.n_bits) and ph.unpack_bits(bits[:, :lay.state_bits])[0] == k
+            gq2, ok, why = ph.decode_headers(alloc, p_tot, bits, lay)
+            assert ok[0] and not why and gq2[0] == gq[0]  # bit-exact
+            plan = alloc.plan(p_tot, float(gq[0]))
+            assert plan.state_index == k - n_pre  # erasure prefix states are negative
+            assert gq[0] <= g * (1 + 1e-15)  # rounded down: never more than the channel gives
+            seen.add(plan.state_index)
+    assert min(seen) == -n_pre and max(seen) == alloc.n_states - n_pre - 1
+    # the power scale: in the last state a good channel's share of surplus is sent, rounded down
+    g = 40 * thr[-1] / p_tot
+    bits, gq = ph.encode_headers(alloc, p_tot, [g], lay)
+    j = ph.unpack_bits(bits[:, lay.state_bits:lay.payload_bits])[0]
+    assert j == 15 and gq[0] == pytest.approx(thr[-1] * 16 / p_tot)
+    bits, gq = ph.encode_headers(alloc, p_tot, [1.5 * thr[-1] / p_tot], lay)
+    assert ph.unpack_bits(bits[:, lay.state_bits:lay.payload_bits])[0] == 5  # floor(16 * (1 - 1/1.5))
+
+
+def test_crc8_detects_every_single_double_and_triple_bit_error(alloc):
+    lay = ph.layout_for(alloc)
+    p_tot = 576 * 3.0
+    rng = np.random.default_rng(4)
+    bits, _ = ph.encode_headers(alloc, p_tot, rng.exponential(size=6), lay)
+    flips = [idx for w in (1, 2, 3) for idx in itertools.combinations(range(lay.n_bits), w)]
+    for row in bits:
+        bad = np.repeat(row[None], len(flips), axis=0)
+        for r, idx in enumerate(flips):
+            bad[r, list(idx)] ^= 1
+        _, ok, why = ph.decode_headers(alloc, p_tot, bad, lay)
+        assert not ok.any() and len(why) == len(flips)
+    # the CRC itself: the catalogue's check value of CRC-8/SMBUS (poly 0x07, init 0) over "123456789"
+    msg = np.unpackbits(np.frombuffer(b"123456789", np.uint8))[None]
+    assert ph.unpack_bits(ph.crc8(msg, init=0))[0] == 0xF4
+    # and the header's init 0xFF against a plain bytewise implementation
+    reg = 0xFF
+    for byte in b"123456789":
+        reg ^= byte
+        for _ in range(8):
+            reg = ((reg << 1) ^ 0x07) & 0xFF if reg & 0x80 else (reg << 1) & 0xFF
+    assert ph.unpack_bits(ph.crc8(msg))[0] == reg
+
+
+def test_a_crc_valid_header_naming_no_plan_is_refused(alloc):
+    lay = ph.layout_for(alloc)
+    p_tot = 576.0
+    for k, j, match in ((alloc.n_states, 0, "names state"), ((1 << lay.state_bits) - 1, 0, "names state"),
+                        (3, 15, "describes no plan")):
+        payload = np.concatenate([ph.pack_bits([k], lay.state_bits), ph.pack_bits([j], lay.scale_bits)], axis=1)
+        bits = np.concatenate([payload, ph.crc8(payload), np.zeros((1, 1), np.uint8)], axis=1)
+        gq, ok, why = ph.decode_headers(alloc, p_tot, bits, lay)
+        assert not ok[0] and np.isnan(gq[0]) and match in why[0][1]
+        with pytest.raises(ph.HeaderError, match=match):
+            ph.header_gamma(alloc, p_tot, k, j, lay.scale_bits)
+
+
+def test_tx_and_rx_derive_byte_identical_plans_from_the_header(alloc):
+    from escmvq.runtime.alloc_adapter import PlanCache
+
+    lay = ph.layout_for(alloc)
+    rng = np.random.default_rng(5)
+    for snr in (-5.0, 10.0, 25.0):
+        p_tot = 576 * 10 ** (snr / 10)
+        g = rng.exponential(size=300)
+        bits, gq_tx = ph.encode_headers(alloc, p_tot, g, lay)
+        gq_rx, ok, _ = ph.decode_headers(alloc, p_tot, bits, lay)
+        assert ok.all() and gq_tx.tobytes() == gq_rx.tobytes()
+        a, b = PlanCache(alloc), PlanCache(alloc)  # each end its own cache
+        for x, y in zip(a.batch(p_tot, gq_tx), b.batch(p_tot, gq_rx)):
+            assert x.tobytes() == y.tobytes()
+
+
+WORKER = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np
+    from escmvq.core import plan_header as ph
+    from escmvq.runtime.bundle import load_bundle
+
+    side, path = sys.argv[1:3]
+    alloc = load_bundle(None).allocator
+    lay = ph.layout_for(alloc)
+    rng = np.random.default_rng(7)
+    p_tot = 576 * 10 ** (rng.uniform(-8, 28, 400) / 10)
+    if side == "tx":
+        gam = rng.exponential(size=400) + 1e-6
+        bits = np.concatenate([ph.encode_headers(alloc, float(p), [g], lay)[0] for p, g in zip(p_tot, gam)])
+        np.save(path + ".bits.npy", bits)
+        gq = [ph.encode_headers(alloc, float(p), [g], lay)[1][0] for p, g in zip(p_tot, gam)]
+    else:
+        bits = np.load(path + ".bits.npy")
+        gq = [ph.decode_headers(alloc, float(p), b[None], lay)[0][0] for p, b in zip(p_tot, bits)]
+    with open(path + "." + side, "wb") as f:
+        for p, g in zip(p_tot, gq):
+            f.write(alloc.plan(float(p), float(g)).to_bytes())
+    """
+)
+
+
+def test_two_processes_derive_byte_identical_plans_from_headers(tmp_path):
+    base = str(tmp_path / "h")
+    for side in ("tx", "rx"):
+        p = subprocess.run([sys.executable, "-c", WORKER, side, base], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    a, b = Path(base + ".tx").read_bytes(), Path(base + ".rx").read_bytes()
+    assert len(a) > 400 * 1000 and a == b
+
+
+def test_layout_and_bad_input(alloc):
+    lay = ph.layout_for(alloc, 4)
+    assert (lay.state_bits, lay.scale_bits, lay.n_bits, lay.n_symbols) == (9, 4, 22, 11)
+    assert ph.layout_for(alloc, 0).n_bits == 18
+    with pytest.raises(ValueError, match="^scale_bits: expected an int in 0..16"):
+        ph.layout_for(alloc, 17)
+    with pytest.raises(ValueError, match=r"^bits: expected \[b, 22\]"):
+        ph.decode_headers(alloc, 1.0, np.zeros((2, 21), np.uint8), lay)

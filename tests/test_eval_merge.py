@@ -104,3 +104,15 @@ def test_clashes_and_bad_files_are_one_line_errors(two, tmp_path):
         assert r.exit_code != 0 and msg in r.output, (args, r.output)
         assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "y.json").exists()
+
+
+def test_each_method_keeps_the_csi_of_its_sweep(tmp_path):
+    """A perfect-CSI and a pilot sweep may be merged to compare them; each merged method says how
+    its receiver knew the channel."""
+    a = _sweep(tmp_path / "a.json", {"jcamp": ([12.0, 21.0, 24.0], 1)}, csi={"mode": "perfect", "pilots": None})
+    b = _sweep(tmp_path / "b.json", {"jcamp": ([11.5, 20.7, 24.0], 1)}, csi={"mode": "pilots", "pilots": 8})
+    old = _sweep(tmp_path / "c.json", {"jcamp": ([12.0, 21.0, 24.0], 1)})  # before CSI modes existed
+    doc = merge_sweeps([(None, a), ("p8", b), ("old", old)])
+    assert doc["methods"]["jcamp"]["csi"]["mode"] == "perfect"
+    assert doc["methods"]["p8:jcamp"]["csi"] == {"mode": "pilots", "pilots": 8}
+    assert "csi" not in doc["methods"]["old:jcamp"]

@@ -69,6 +69,8 @@ def merge_sweeps(sources, keep=None, rename=None) -> dict:
                 raise ValueError(f"method {full!r} is in both {earlier} and {path}: "
                                  "prefix one file as LABEL=PATH")
             methods[full] = dict(r, merged_from_index=len(merged_from))
+            if "csi" in doc:  # how this method's receiver knew the channel (files may differ: a comparison)
+                methods[full].setdefault("csi", doc["csi"])
         merged_from.append({"path": str(path), "label": label, "sha256": sha, "command": doc.get("command"),
                             "bundle": doc.get("bundle")})
     if keep is not None:

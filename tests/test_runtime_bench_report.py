@@ -160,7 +160,7 @@ def test_tile_psnr_through_the_channel_and_without_errors(bundle):
     from escmvq.runtime.transmitter import Transmitter
 
     tx = Transmitter(bundle, threads=1)
-    rx = Receiver(tx.bundle, threads=1)
+    rx = Receiver(tx.bundle, threads=1, decoding="hard")  # hard decisions: label errors cost the most
     tiles = np.concatenate([tile(im, tx.bundle.tile_size)[0] for im in load_cifar10_test(8)])
     hi = tile_psnr(tx, rx, tiles, 60.0, "awgn", seed=0, batch=3)
     lo = tile_psnr(tx, rx, tiles, -10.0, "rayleigh", seed=0, batch=3)

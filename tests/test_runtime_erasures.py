@@ -51,7 +51,7 @@ def test_link_with_erasures_round_trips(stats_bundle):
     from escmvq.core import pvq
     from escmvq.runtime import Receiver, Transmitter
 
-    tx, rx = Transmitter(stats_bundle), Receiver(stats_bundle)
+    tx, rx = Transmitter(stats_bundle), Receiver(stats_bundle, decoding="hard")  # hard: the sent codewords exactly
     b = tx.bundle
     V = b.codebooks.shape[0]
     rng = np.random.default_rng(0)
@@ -70,7 +70,8 @@ def test_link_with_erasures_round_trips(stats_bundle):
     # the decoder got the sent codewords and the substitute elsewhere
     _, h, w = b.latent_shape
     z = np.where(sent[..., None], b.codebooks[np.minimum(r.codebooks, V - 1), r.labels], b.latent_mean[None])
-    np.testing.assert_allclose(got.tiles, rx.decode(pvq.from_subvectors(z.astype(np.float32), h, w)), atol=1e-5)
+    np.testing.assert_allclose(got.tiles, rx.decode(pvq.from_subvectors(z.astype(np.float32), h, w), r.codebooks),
+                               atol=1e-5)
 
 
 def test_shipped_model_low_snr_beats_scale_all_and_nothing():
@@ -94,8 +95,9 @@ def test_shipped_model_low_snr_beats_scale_all_and_nothing():
     was = sweep_esc(b, imgs, [-5.0], methods=("jcamp",), seed=0,
                     links={"jcamp": EscLink(b, "jcamp", allocator=old)})["jcamp"].psnr.mean()
     _, h, w = b.latent_shape
-    x = Receiver(b).decode(pvq.from_subvectors(b.latent_mean[None], h, w))[0]
+    x = Receiver(b).decode(pvq.from_subvectors(b.latent_mean[None], h, w), b.codebooks.shape[0])[0]  # all not sent
     rec = np.clip(np.rint(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
     nothing = psnr_batch(imgs, np.broadcast_to(rec, imgs.shape)).mean()
     assert new > was + 0.8, (new, was)
-    assert new > nothing > was, (new, nothing, was)
+    # the link beats sending nothing (with the Algorithm 1 bundle scaling every power even fell below it)
+    assert new > max(nothing, was), (new, nothing, was)

@@ -284,7 +284,7 @@ def test_high_snr_soft_equals_hard(plain):
     h = np.ones(b, np.complex64)
     y = transmit(bundle, plan, labels, h, nv, rng)
     rxs = {k: make_rx(bundle, plan, **kw) for k, kw in
-           {"hard": {}, "mmse": {"decoding": "soft"}, "map": {"decoding": "soft", "soft_estimate": "map"},
+           {"hard": {"decoding": "hard"}, "mmse": {"decoding": "soft"}, "map": {"decoding": "soft", "soft_estimate": "map"},
             "maxlog": {"decoding": "soft", "llr": "maxlog"}}.items()}
     out = {k: rx.receive(y, h, 1.0, nv) for k, rx in rxs.items()}
     np.testing.assert_array_equal(out["hard"].labels, labels)

@@ -220,3 +220,47 @@ def test_layout_and_bad_input(alloc):
         ph.layout_for(alloc, 17)
     with pytest.raises(ValueError, match=r"^bits: expected \[b, 22\]"):
         ph.decode_headers(alloc, 1.0, np.zeros((2, 21), np.uint8), lay)
+
+
+@pytest.mark.parametrize("width", [1, 4, 9, 13])
+def test_pack_bits_is_msb_first_binary(width):
+    """The wire order of every header field, against Python's own binary formatting."""
+    vals = np.array(sorted({0, 1, (1 << width) - 1, (1 << width) // 3, (1 << (width - 1))}))
+    bits = ph.pack_bits(vals, width)
+    assert bits.dtype == np.uint8 and bits.shape == (vals.size, width)
+    want = np.array([[int(c) for c in format(int(v), f"0{width}b")] for v in vals], np.uint8)
+    np.testing.assert_array_equal(bits, want)
+    np.testing.assert_array_equal(ph.unpack_bits(bits), vals)
+    with pytest.raises(ValueError):
+        ph.pack_bits(np.array([1 << width]), width)
+    with pytest.raises(ValueError):
+        ph.pack_bits(np.array([-1]), width)
+
+
+@pytest.mark.parametrize("n_states", [1, 2, 3, 255, 256, 257, 288, 2592])
+def test_state_field_is_just_wide_enough(n_states):
+    lay = ph.layout_for(type("A", (), {"n_states": n_states})(), scale_bits=4)
+    assert lay.state_bits == max(1, (n_states - 1).bit_length())
+    assert lay.n_bits == lay.state_bits + 4 + ph.CRC_BITS + (lay.state_bits + 4 + ph.CRC_BITS) % 2
+    assert lay.n_bits % 2 == 0
+
+
+def test_header_wire_layout(alloc):
+    """Header = state (MSB first) | scale (MSB first) | CRC-8 of those bits | 0 pad, checked
+    field by field against an independent bit-by-bit CRC-8 (poly 0x07, init 0xFF)."""
+    lay = ph.layout_for(alloc)
+    p_tot = 1.0
+    gammas = np.geomspace(1e-3, 1e6, 40)
+    bits, _ = ph.encode_headers(alloc, p_tot, gammas, lay)
+    assert bits.shape == (40, lay.n_bits)
+    for row, g in zip(bits, gammas):
+        k, j = ph.quantize_budget(alloc, p_tot, float(g), lay.scale_bits)
+        s = "".join(map(str, row))
+        assert s[:lay.state_bits] == format(k, f"0{lay.state_bits}b")
+        assert s[lay.state_bits:lay.payload_bits] == format(j, f"0{lay.scale_bits}b")
+        reg = 0xFF
+        for c in s[:lay.payload_bits]:
+            fb = ((reg >> 7) & 1) ^ int(c)
+            reg = ((reg << 1) & 0xFF) ^ (0x07 if fb else 0)
+        assert s[lay.payload_bits:lay.payload_bits + 8] == format(reg, "08b")
+        assert set(s[lay.payload_bits + 8:]) <= {"0"}

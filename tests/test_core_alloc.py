@@ -9,26 +9,14 @@ from escmvq.core import ber, channels
 from escmvq.core.alloc import Allocator, jcamp, jcap, jcap_literal
 from escmvq.core.alloc.walkers import Tables
 from escmvq.runtime import Allocator as RtAllocator, jcamp as rt_jcamp, jcap as rt_jcap
+from alloc_helpers import MU_MIN, trained_like_tables
 
-MU_MIN = np.array([0.0005, 0.001, 0.0045, 0.02, 0.05])
 COMBOS = [("jcap", "exact"), ("jcap", "paper"), ("jcamp", "exact"), ("jcamp", "paper")]
 
 
 def synth(rng, V=5, N=64, B=9, ties=False):
-    """Trained-like tables: codebook v's mu >= mu_min^(v), spread per bit; distortion
-    falls as the codebook index falls (lower mu -> better)."""
-    mm = np.geomspace(MU_MIN[0], MU_MIN[-1], V) if V != 5 else MU_MIN
-    mu = np.minimum(mm[:, None, None] * np.exp(rng.uniform(0, 2.5, (V, N, B))), 0.5)
-    base = rng.uniform(0.2, 1.0, N)
-    D = base[None, :] * (1 + np.cumsum(rng.uniform(0.05, 0.6, (V, N)), axis=0))
-    if ties:
-        # duplicated sub-vectors and quantised values: many exactly equal ratios and mu
-        mu = np.round(mu, 3).clip(1e-3, 0.5)
-        D = np.round(D, 1)
-        half = N // 2
-        mu[:, half:] = mu[:, : N - half]
-        D[:, half:] = D[:, : N - half]
-    return D, mu
+    """Trained-like tables (:func:`alloc_helpers.trained_like_tables`) from ``rng``."""
+    return trained_like_tables(lambda k, shape, lo, hi: rng.uniform(lo, hi, shape), V, N, B, ties)
 
 
 def iterative(method, variant, D, mu, p, g, rate):

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from escmvq.core.alloc import Allocator, jcamp, jcap, jcap_literal
+from alloc_helpers import trained_like_tables
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "alloc_plans.json"
-MU_MIN = (0.0005, 0.001, 0.0045, 0.02, 0.05)
 
 
 def uniform(seed: int, shape, lo=0.0, hi=1.0) -> np.ndarray:
@@ -43,17 +43,8 @@ def tables(kind: str, seed: int, V: int, N: int, B: int) -> tuple[np.ndarray, np
     """Trained-like tables (as ``tests/test_core_alloc.py::synth``): codebook v's mu >= its
     floor, spread per bit over a factor e^2.5; distortion rises with v. ``ties``: mu and D
     quantised and the second half of the sub-vectors a copy of the first (exact ties)."""
-    mm = np.asarray(MU_MIN) if V == 5 else np.geomspace(MU_MIN[0], MU_MIN[-1], V)
-    mu = np.minimum(mm[:, None, None] * np.exp(uniform(seed, (V, N, B), 0.0, 2.5)), 0.5)
-    base = uniform(seed + 1, (N,), 0.2, 1.0)
-    D = base[None, :] * (1 + np.cumsum(uniform(seed + 2, (V, N), 0.05, 0.6), axis=0))
-    if kind == "ties":
-        mu = np.round(mu, 3).clip(1e-3, 0.5)
-        D = np.round(D, 1)
-        half = N // 2
-        mu[:, half:] = mu[:, : N - half]
-        D[:, half:] = D[:, : N - half]
-    return D, mu
+    return trained_like_tables(lambda k, shape, lo, hi: uniform(seed + k, shape, lo, hi), V, N, B,
+                               kind == "ties")
 
 
 def tables_digest(D, mu) -> str:

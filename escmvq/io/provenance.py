@@ -38,9 +38,10 @@ def environment() -> dict:
     return env
 
 
-def stamp(fmt: str, version: int) -> dict:
+def stamp(fmt: str, version: int, env: dict | None = None) -> dict:
     """The header of a result document: ``format``, ``version``, ``created_utc`` (ISO 8601,
-    seconds) and ``environment``."""
+    seconds) and ``environment`` (``env``, e.g. one extended by the caller; default
+    :func:`environment`)."""
     return {"format": fmt, "version": int(version),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment()}
+            "environment": environment() if env is None else env}

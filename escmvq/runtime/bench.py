@@ -450,8 +450,7 @@ def report(bundle=None, device: str = "cpu", batches=(1, 64), iters: int = 100, 
                     "format": first["format"], "p90_ms": first["p90_ms"], "median_ms": first["median_ms"],
                     "valid": first["valid"]}
     return {
-        **provenance.stamp(BENCH_FORMAT, BENCH_VERSION),
-        "environment": environment(device, used),
+        **provenance.stamp(BENCH_FORMAT, BENCH_VERSION, environment(device, used)),
         "bundle": {"path": str(b.path), "sha256": b.hash_hex, "precision": fmts[0],
                    "bytes": sum(f["bytes"] for f in files.values()),
                    "model_bytes": sum(files[g]["bytes"] for g in graphs),

@@ -101,6 +101,8 @@ class Receiver:
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
         self._N = int(self.bundle.model["N"])
+        self._V = int(self.bundle.model["V"])
+        self._cond = self.bundle.decoder_cond is not None  # the decoder also takes the codebook map
         has_prior = self.bundle.label_prior is not None
         prior_table = self.bundle.label_prior if self.prior else None
         if decoding == "soft":  # the posterior tables are built only for the receiver that uses them
@@ -127,8 +129,7 @@ class Receiver:
     def decode(self, z: np.ndarray, codebooks: np.ndarray | int = 0) -> np.ndarray:
         """Decoder graph: ``z [b, D, h, w]`` whose sub-vectors came on ``codebooks`` (``[b, N]``,
         ``V`` = not sent; fed only to a reliability-aware decoder) -> ``[b, 3, H, W]``."""
-        V = int(self.bundle.model["V"])
-        return self.session.run(None, decoder_feed(z, codebooks, V, self.bundle.decoder_cond is not None))[0]
+        return self.session.run(None, decoder_feed(z, codebooks, self._V, self._cond))[0]
 
     def check_frame(self, frame: Frame) -> None:
         """Refuse a frame from another bundle (or with shapes this bundle cannot decode)."""

@@ -326,7 +326,7 @@ def test_sigterm_removes_the_half_built_bundle(work, bundle_dir):
     pytest.importorskip("torch")
     script = HOLD.format(module="escmvq.export.bundle_writer", names=["write_manifest"])
     p = spawn("export", bundle_dir.parent / "tiny.ckpt", "-o", "e.escmvq", "--calib", KODAK / "kodim01.png",
-              "--n-check", "16", "--n-calib", "16", cwd=work, script=script)
+              "--n-check", "16", "--n-calib", "16", "--n-stats", "64", cwd=work, script=script)
     code, err = _terminate_when_held(p, work)
     assert code == 143, (code, err)
     assert sorted(p.name for p in work.iterdir()) == ["img.png", "out"]  # no e.escmvq, no .e.escmvq.*.tmp/

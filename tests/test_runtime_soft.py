@@ -29,8 +29,10 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def plain(bundle):
-    """The default bundle without label prior and latent mean (as bundles exported before them)."""
-    return dataclasses.replace(bundle, label_prior=None, latent_mean=None, erasure_distortion=None)
+    """The default bundle without label prior and latent mean and without a recommended
+    decoding (as bundles exported before them)."""
+    manifest = {k: v for k, v in bundle.manifest.items() if k != "receiver"}
+    return dataclasses.replace(bundle, manifest=manifest, label_prior=None, latent_mean=None, erasure_distortion=None)
 
 
 class FakePlans:
@@ -389,17 +391,17 @@ def test_decoding_bogus_is_a_one_line_error_with_exit_2(args):
     r = CliRunner().invoke(app, [*args, "--decoding", "bogus"])
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --decoding") and "hard, soft" in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: --decoding") and "auto, hard, soft" in lines[0], r.stderr
     assert "Traceback" not in r.output
     help_text = CliRunner().invoke(app, [args[0], "--help"]).output
-    assert "--decoding" in help_text and "hard|soft" in help_text
+    assert "--decoding" in help_text and "auto|hard|soft" in help_text
 
 
 def test_cli_values_and_default_are_the_receivers():
     from escmvq.cli.txrx import Decoding, decoding_value
 
     assert tuple(d.value for d in Decoding) == DECODINGS
-    assert decoding_value(None) == DEFAULT_DECODING == "hard"
+    assert decoding_value(None) == DEFAULT_DECODING == "auto"
     assert decoding_value(Decoding.soft) == "soft"
 
 
@@ -410,9 +412,10 @@ def test_sweep_records_the_receiver_setting(bundle):
     imgs = rng.integers(0, 256, (4, *bundle.tile_size, 3), dtype=np.uint8)
     res = sweep_esc(bundle, imgs, [5.0], ["jcamp"], receiver={"decoding": "soft"}, threads=1)
     assert res["jcamp"].summary()["receiver"]["decoding"] == "soft"
-    hard = sweep_esc(bundle, imgs, [5.0], ["jcamp"], threads=1)
-    assert hard["jcamp"].summary()["receiver"] == {"decoding": DEFAULT_DECODING, "estimate": None, "llr": None,
-                                                   "prior": None}
+    auto = sweep_esc(bundle, imgs, [5.0], ["jcamp"], threads=1)
+    # the default "auto": the shipped bundle recommends soft decoding
+    assert auto["jcamp"].summary()["receiver"] == {"decoding": "soft", "estimate": "mmse", "llr": "exact",
+                                                   "prior": "bundle", "auto": True}
     with pytest.raises(ValueError, match="reused receiver"):
         sweep_esc(bundle, imgs, [5.0], ["jcamp"], receiver={"decoding": "soft"},
                   links={"jcamp": EscLink(bundle, "jcamp", threads=1)})

@@ -59,6 +59,9 @@ def export_cmd(
                                   "below its cheapest state (needs --stats)."),
     positions: bool = typer.Option(False, "--positions/--no-positions", help="Exact allocator meets every bit's target "
                                    "on its own Gray position and puts costly label bits on the reliable positions."),
+    decoding: Optional[str] = typer.Option(
+        None, "--decoding", help="Recommend this receiver decoding (hard or soft; soft needs the --stats label prior) "
+        "in the manifest: what `--decoding auto`, the receivers' default, then uses. Default: none (hard)."),
 ):
     """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
     state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch.
@@ -78,7 +81,8 @@ def export_cmd(
         try:
             res = export_checkpoint(checkpoint, out, calib, n_calib=n_calib, n_check=n_check, rate=rate,
                                     method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed,
-                                    stats_source=stats, n_stats=n_stats, erasures=erasures, positions=positions)
+                                    stats_source=stats, n_stats=n_stats, erasures=erasures, positions=positions,
+                                    decoding=decoding)
         except ExportError as e:
             if getattr(e, "rows", None):
                 _print_rows(e.rows, stderr=True)

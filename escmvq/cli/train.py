@@ -62,6 +62,9 @@ def train_cmd(
     cond_mix: Optional[float] = typer.Option(
         None, "--cond-mix", help="--decoder-cond: probability that a sub-vector of a decoder pass comes from a random "
         "codebook of the stage (mixed maps, as the allocator makes)"),
+    decoder_input: Optional[str] = typer.Option(
+        None, "--decoder-input", help="sample (the Gumbel sample (25), the paper's) or posterior (the posterior-mean "
+        "codeword of a bit-flipped label under the running label usage: what the soft receiver hands the decoder)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="network/codebook learning rate (default: the preset's)"),
     tau0: Optional[float] = typer.Option(None, "--tau0", help="initial Gumbel-Softmax temperature (default: the preset's)"),
     init_from: Optional[Path] = typer.Option(
@@ -94,7 +97,8 @@ def train_cmd(
                                  mu_raw_min=mu_raw_min, commit_clean=commit_clean or None,
                                  encoder_grad_codebooks=encoder_grad_codebooks, schedule=schedule,
                                  joint_init=joint_init, noise=noise, lr=lr, tau0=tau0, decoder_cond=decoder_cond,
-                                 cond_mix=cond_mix, erase_prob=erase_prob, mu_min=mu_min)
+                                 cond_mix=cond_mix, erase_prob=erase_prob, mu_min=mu_min,
+                                 decoder_input=decoder_input)
     shares = _stage_share(console, p.V, stage_share)
     try:
         data = load_dataset(dataset, data_dir, limit=limit, tile=tile)

@@ -21,6 +21,7 @@ ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing outp
 
 class Decoding(str, enum.Enum):
     """Values of ``--decoding`` (== ``escmvq.runtime.receiver.DECODINGS``; a test checks)."""
+    auto = "auto"
     hard = "hard"
     soft = "soft"
 
@@ -38,8 +39,9 @@ def _decoding(value):
 # default None = the runtime's escmvq.runtime.receiver.DEFAULT_DECODING (not imported here:
 # the CLI must start without numpy/scipy/onnxruntime)
 DecodingOpt = typer.Option(None, "--decoding", parser=_decoding, show_default=False,
-                           help="Receiver: hard (QAM decisions -> labels -> codewords) or soft (bit LLRs -> "
-                                "label posterior -> MMSE codeword). Default: the runtime's DEFAULT_DECODING.")
+                           help="Receiver: hard (QAM decisions -> labels -> codewords), soft (bit LLRs -> "
+                                "label posterior -> MMSE codeword) or auto (what the bundle recommends, else hard). "
+                                "Default: the runtime's DEFAULT_DECODING (auto).")
 
 
 def decoding_value(d) -> str:
@@ -320,7 +322,9 @@ def _print_link(s: dict) -> None:
                               f"{s['bits_per_tile']} bits per tile)")
     t.add_row("label errors", f"{100 * s['label_error_rate']:.2f}% of the sent sub-vectors")
     if s.get("receiver"):
-        t.add_row("receiver", ", ".join(f"{k} {v}" for k, v in s["receiver"].items() if v is not None and k != "csi"))
+        rx = s["receiver"]
+        t.add_row("receiver", ", ".join(f"{k} {v}" + (" (auto: the bundle's choice)" if k == "decoding" and rx.get("auto") else "")
+                                        for k, v in rx.items() if v is not None and k not in ("csi", "auto")))
     if s.get("csi"):
         c = s["csi"]
         t.add_row("CSI", f"pilots ({c['pilots']} pilots + {c['header_channel_uses']} header channel uses per tile, "

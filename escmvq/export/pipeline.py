@@ -44,12 +44,15 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                       n_check: int = 64, rate: int = 4, method: str = "jcamp", variant: str = "exact",
                       m_max: int = 8, int8: bool = False, trt: bool = False, force: bool = False, seed: int = 0,
                       opset: int = MAX_OPSET, stats_source: str | Path | None = None, n_stats: int = 10000,
-                      erasures: bool = True, positions: bool = False, log=_log) -> ExportResult:
+                      erasures: bool = True, positions: bool = False, decoding: str | None = None,
+                      log=_log) -> ExportResult:
     """``stats_source``: training images (same formats as ``calib_source``) for the label prior,
     the erasure substitute and its distortion (:mod:`escmvq.export.stats`); None: none (the
     bundle then has no prior and no erasure states). ``erasures``: give the exact allocator
     its "not sent" states (needs ``stats_source``). ``positions``: the per-position power
-    model and the flip-cost bit layout (exact variant; see ``Allocator``)."""
+    model and the flip-cost bit layout (exact variant; see ``Allocator``). ``decoding``:
+    the receiver decoding to recommend ("hard" | "soft", manifest ``receiver``; what a
+    receiver with ``decoding="auto"`` uses); None: none (such receivers decode hard)."""
     import torch
 
     from escmvq.core import pvq
@@ -60,6 +63,12 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     from escmvq.runtime.backends import make_session
     from escmvq.training.checkpoint import load_checkpoint
 
+    from escmvq.runtime.bundle import RECOMMENDED_DECODINGS
+
+    if decoding is not None and decoding not in RECOMMENDED_DECODINGS:
+        raise ValueError(f"decoding: expected one of {', '.join(RECOMMENDED_DECODINGS)}, got {decoding!r}")
+    if decoding == "soft" and stats_source is None:
+        raise ValueError("decoding 'soft' needs the label prior: give training images for the statistics")
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists (pass --force to overwrite)")
@@ -211,6 +220,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
             "self_check": {"images": f"{n_check} tiles of {calib_source}", "rows": [r.as_dict() for r in rows]},
             "int8": int8_info,
             "tensorrt": trt_info,
+            **({"receiver": {"decoding": decoding}} if decoding else {}),
         }
         if not all(r.ok for r in rows):
             bad = ", ".join(r.name for r in rows if not r.ok)

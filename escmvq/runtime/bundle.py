@@ -85,6 +85,8 @@ def canonical_json(obj) -> bytes:
 
 
 IDENTITY_KEYS = ("format", "format_version", "model", "files")
+# what an export may recommend to the receiver (manifest "receiver": {"decoding": ...})
+RECOMMENDED_DECODINGS = ("hard", "soft")
 
 
 def manifest_hash(manifest: dict) -> bytes:
@@ -164,6 +166,13 @@ class Bundle:
         return self.model.get("decoder_cond")
 
     @property
+    def recommended_decoding(self) -> str | None:
+        """The receiver decoding this bundle was measured to do best with ("hard" | "soft"),
+        from the manifest's ``receiver`` section (``escmvq export --decoding``); None when it
+        names none. Not part of the identity: it changes nothing on the air."""
+        return (self.manifest.get("receiver") or {}).get("decoding")
+
+    @property
     def hash_hex(self) -> str:
         return self.hash.hex()
 
@@ -226,6 +235,9 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     if cb is None or cb.shape != (V, K, D) or mu is None or mu.shape != (V, N, B) or dist is None or dist.shape != (V, N):
         raise BundleError(f"{path}: tables.npz shapes disagree with the manifest (V={V}, K={K}, D={D}, N={N}, B={B})")
     stats = _optional_stats(path, tables, V, K, D, N)
+    rec = manifest.get("receiver")
+    if rec is not None and (not isinstance(rec, dict) or rec.get("decoding") not in RECOMMENDED_DECODINGS):
+        raise BundleError(f"{path}: manifest 'receiver' must be {{\"decoding\": \"hard\" | \"soft\"}}, got {rec!r}")
     return Bundle(
         path=path, manifest=manifest, hash=manifest_hash(manifest),
         codebooks=cb.astype(np.float32), mu=mu.astype(np.float32), distortion=dist.astype(np.float64),

@@ -33,12 +33,13 @@ from escmvq.runtime.images import MAX_PIXELS, untile_into
 from escmvq.runtime.modem import demodulate, demodulate_llr
 
 __all__ = ["Receiver", "RxResult", "FrameMismatch", "DEFAULT_DECODING", "DECODINGS", "SOFT_ESTIMATES",
-           "LLR_MODES", "receiver_settings", "receive_frame"]
+           "LLR_MODES", "receiver_settings", "resolve_decoding", "receive_frame"]
 
-DECODINGS = ("hard", "soft")
-# The one default of every receiver (runtime, CLI, eval, bench). Switch to "soft" only
-# after the 10,000-image measurement.
-DEFAULT_DECODING = "hard"
+DECODINGS = ("auto", "hard", "soft")
+# The one default of every receiver (runtime, CLI, eval, bench): "auto" = the decoding the
+# bundle recommends (Bundle.recommended_decoding, written by `escmvq export --decoding`,
+# from a measurement), hard decisions where it recommends none.
+DEFAULT_DECODING = "auto"
 SOFT_ESTIMATES = soft.SOFT_ESTIMATES
 LLR_MODES = qam.LLR_MODES
 
@@ -60,7 +61,16 @@ def receiver_settings(decoding: str = DEFAULT_DECODING, soft_estimate: str = "mm
     _choice("llr", llr, LLR_MODES)
     if decoding == "hard":
         return {"decoding": "hard", "estimate": None, "llr": None, "prior": None}
-    return {"decoding": "soft", "estimate": soft_estimate, "llr": llr, "prior": bool(prior)}
+    return {"decoding": decoding, "estimate": soft_estimate, "llr": llr, "prior": bool(prior)}
+
+
+def resolve_decoding(decoding: str, bundle: Bundle) -> str:
+    """``decoding`` ("auto" | "hard" | "soft") -> "hard" | "soft" for ``bundle``: "auto" is the
+    bundle's recommendation, or "hard" when it has none."""
+    _choice("decoding", decoding, DECODINGS)
+    if decoding != "auto":
+        return decoding
+    return bundle.recommended_decoding or "hard"
 
 
 def _warn_no_prior(bundle: Bundle) -> None:
@@ -87,7 +97,8 @@ class Receiver:
                  threads: int | None = None, allocator=None, decoding: str = DEFAULT_DECODING,
                  soft_estimate: str = "mmse", llr: str = "exact", prior: bool = True, csi=None):
         """``allocator``: plan with this ``escmvq.runtime.Allocator`` instead of the bundle's
-        (see :func:`~escmvq.runtime.endpoint.open_endpoint`). ``decoding``: "hard" | "soft";
+        (see :func:`~escmvq.runtime.endpoint.open_endpoint`). ``decoding``: "auto" (the bundle's
+        recommendation, else hard) | "hard" | "soft";
         ``soft_estimate``: "mmse" | "map"; ``llr``: "exact" | "maxlog"; ``prior``: use the
         bundle's label prior (soft decoding; also the not-sent substitute without latent_mean);
         ``csi``: "perfect" (default: :meth:`receive` is handed ``h``) | "pilots" | a
@@ -97,6 +108,7 @@ class Receiver:
         self.csi = check_csi(csi)
         self.bundle, self.session, self.plans = open_endpoint(bundle, "decoder", device, precision, threads, allocator)
         self.preamble = PreambleRx(self.plans.allocator, self.csi, self.bundle.n_symbols) if self.csi.estimated else None
+        decoding = resolve_decoding(decoding, self.bundle)
         self.decoding, self.soft_estimate, self.llr, self.prior = decoding, soft_estimate, llr, bool(prior)
         _, self._h, self._w = self.bundle.latent_shape
         self._B = int(self.bundle.model["B"])
@@ -116,9 +128,12 @@ class Receiver:
 
     @property
     def settings(self) -> dict:
-        """The settings in effect, for results: decoding, estimate, llr and the prior used
-        ("bundle" | "uniform (bundle has none)" | "off"; None for hard decoding)."""
-        out = dict(self.requested)
+        """The settings in effect, for results: decoding ("hard" | "soft", also when "auto" was
+        requested: then ``auto`` is True), estimate, llr and the prior used ("bundle" |
+        "uniform (bundle has none)" | "off"; None for hard decoding)."""
+        out = receiver_settings(self.decoding, self.soft_estimate, self.llr, self.prior)
+        if self.requested["decoding"] == "auto":
+            out["auto"] = True
         if self.decoding == "soft":
             out["prior"] = "off" if not self.prior else ("bundle" if self.bundle.label_prior is not None
                                                          else "uniform (bundle has none)")

@@ -148,6 +148,10 @@ class ESCMVQ(nn.Module):
                                    requires_grad=preset.mu_fixed is None)
         self.register_buffer("mu_min", torch.tensor(preset.mu_min, dtype=torch.float32))
         self.register_buffer("bits", Q.bit_table(B), persistent=False)
+        if preset.decoder_input == "posterior":
+            # running label usage [V, N, K] of the nearest labels (the soft receiver's prior);
+            # not saved: a fine-tune or a resume re-estimates it within a few hundred steps
+            self.register_buffer("label_usage", torch.zeros(V, N, K), persistent=False)
 
     # ---- public API (docs/interfaces.md) ----
     def mu(self) -> torch.Tensor:
@@ -237,7 +241,8 @@ class ESCMVQ(nn.Module):
             z_enc = zs if u < k_enc else zs.detach()  # codebooks > k: nothing reaches the encoder
             d1 = L.d1(z_enc, zt, p.beta, cb[idx] if p.commit_clean else None)
             R = L.regulariser(mu[u], p.regulariser) if p.mu_fixed is None else zs.new_zeros(())  # (22)
-            zhat = z_enc + (zt - z_enc).detach()  # (14)
+            z_dec = self._posterior_mean(idx, mu_u, u, generator) if p.decoder_input == "posterior" else zt
+            zhat = z_enc + (z_dec - z_enc).detach()  # (14)
             cbu = torch.full((b, p.N), u, dtype=torch.long) if p.cond_channels else None
             if gray and p.erase_prob is not None and p.erase_prob[u] > 0:
                 er = torch.rand(b, p.N, generator=generator) < p.erase_prob[u]
@@ -295,6 +300,25 @@ class ESCMVQ(nn.Module):
             out_c.append(allc[src, ar_b, ar_n])
         return out_z, out_c
 
+    @torch.no_grad()
+    def _posterior_mean(self, idx: torch.Tensor, mu_u: torch.Tensor, u: int, generator) -> torch.Tensor:
+        """``decoder_input="posterior"``: sent labels ``idx [b, N]`` of codebook ``u``, flip
+        probabilities ``mu_u`` (``[N, B]`` or per sample ``[b, N, B]``) -> the posterior-mean
+        codeword ``[b, N, D]`` of a received label drawn from them: ``p(k | r) ~ usage(k) p(r | k)``
+        with ``p(r | k)`` the bit-flip channel (24) at ``mu_u`` and ``usage`` the codebook's running
+        label usage per position (updated here from ``idx`` in training mode)."""
+        K = self.preset.K
+        if self.training:
+            onehot = F.one_hot(idx, K).to(self.label_usage.dtype).mean(0)  # [N, K]
+            d = self.preset.usage_decay
+            self.label_usage[u].mul_(d).add_(onehot, alpha=1.0 - d)
+        mu_u = mu_u.detach()
+        recv = Q.flip_labels(idx, mu_u, self.bits, generator)
+        usage = self.label_usage[u]
+        # a label not seen lately keeps a small prior (1/64 of uniform); all-zero usage: uniform
+        log_prior = torch.log(usage / usage.sum(-1, keepdim=True).clamp_min(1e-30) + 1.0 / (64 * K))  # [N, K]
+        return Q.posterior_mean(recv, mu_u, log_prior, self.codebooks[u].detach(), self.bits)
+
     def _gray_mu(self, mu: torch.Tensor, b: int, generator) -> torch.Tensor:
         """Per-sample flip probabilities ``[b, N, B]`` of ``noise="gray"``: each bit lands on a
         random Gray 16-QAM position, strong (sign) or weak with probability 1/2, whose exact BER
@@ -319,8 +343,5 @@ class ESCMVQ(nn.Module):
         hw = z.shape[-2:]
         idx = self.quantize_indices(z, v)
         if flip_mu is not None:
-            bits = self.bits[idx]  # [b, N, B]
-            flips = (torch.rand(bits.shape, generator=generator) < flip_mu[None]).float()
-            bits = (bits + flips) % 2
-            idx = (bits * (2 ** torch.arange(self.preset.B - 1, -1, -1, dtype=torch.float32))).sum(-1).long()
+            idx = Q.flip_labels(idx, flip_mu, self.bits, generator)
         return self.decode(self.lookup(idx, v, hw), v)

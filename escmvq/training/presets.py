@@ -99,6 +99,16 @@ class Preset:
     # codebook drawn uniformly from those of the stage (and is labelled so in the map), so
     # the decoder sees the mixed maps the allocator produces, not only one codebook per pass
     cond_mix: float = 0.0
+    # what the decoder is fed for a sent sub-vector: "sample" (the Gumbel-Softmax sample (25)
+    # behind the straight-through step (14), the paper's), or "posterior": the posterior-mean
+    # codeword of a received label (the sent one with its bits flipped at the pass's flip
+    # probabilities) under those probabilities and the codebook's running label usage per
+    # position, i.e. what the runtime's soft receiver (MMSE estimate) hands the decoder. The
+    # codebooks, mu and the commitment still train on the sample (d1, R unchanged).
+    decoder_input: str = "sample"
+    # "posterior": decay of the running label usage [V, N, K] (an exponential average of the
+    # one-hot nearest labels of the training batches)
+    usage_decay: float = 0.99
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -163,6 +173,12 @@ class Preset:
             raise ValueError(f"preset {self.name}: cond_mix must lie in [0, 1)")
         if self.cond_mix > 0 and self.decoder_cond is None:
             raise ValueError(f"preset {self.name}: cond_mix needs decoder_cond")
+        if self.decoder_input not in ("sample", "posterior"):
+            raise ValueError(f"preset {self.name}: decoder_input must be 'sample' or 'posterior'")
+        if self.decoder_input == "posterior" and self.quantizer != "vq":
+            raise ValueError(f"preset {self.name}: decoder_input 'posterior' needs the vector quantizer (quantizer='vq')")
+        if not 0 < self.usage_decay < 1:
+            raise ValueError(f"preset {self.name}: usage_decay must lie in (0, 1)")
         return self
 
     @property

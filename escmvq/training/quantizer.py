@@ -81,6 +81,29 @@ def transition_logprob(sent: torch.Tensor, mu: torch.Tensor, table: torch.Tensor
     return w @ table.t() + const[..., None]
 
 
+def flip_labels(idx: torch.Tensor, mu: torch.Tensor, table: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The received labels of a bit-flip channel: ``idx [b, N]`` sent labels, ``mu`` flip
+    probability per bit (``[N, B]`` or ``[b, N, B]``), ``table [K, B]`` (:func:`bit_table`)
+    -> ``[b, N]`` long, each bit flipped independently with its probability."""
+    sent = table[idx]  # [b, N, B]
+    flips = (torch.rand(sent.shape, generator=generator) < mu.expand_as(sent)).to(sent.dtype)
+    recv = (sent + flips) % 2
+    B = table.shape[1]
+    return (recv * 2.0 ** torch.arange(B - 1, -1, -1, dtype=recv.dtype)).sum(-1).long()
+
+
+def posterior_mean(recv: torch.Tensor, mu: torch.Tensor, log_prior: torch.Tensor, codebook: torch.Tensor,
+                   table: torch.Tensor) -> torch.Tensor:
+    """Posterior-mean codeword of received labels: ``recv [b, N]``, flip probabilities ``mu``
+    (``[N, B]`` or ``[b, N, B]``), ``log_prior [N, K]`` (up to a per-row constant),
+    ``codebook [K, D]`` -> ``[b, N, D]``, ``sum_k p(k | r) C[k]`` with ``p(k | r) ~ prior(k) p(r | k)``
+    and ``p(r | k)`` the channel (24) (symmetric in ``r`` and ``k``). The soft receiver's MMSE
+    estimate (:mod:`escmvq.runtime.soft`) for hard-decided bits with LLRs ``+-log((1-mu)/mu)``."""
+    logp = transition_logprob(recv, mu, table) + log_prior[None]
+    return torch.softmax(logp, -1) @ codebook
+
+
 def gumbel_softmax(logp: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
     """Relaxed one-hot sample (25)-(26): ``softmax((log p + g) / tau)``, ``g ~ Gumbel(0, 1)``."""
     u = torch.rand(logp.shape, generator=generator, dtype=logp.dtype, device=logp.device)

@@ -61,9 +61,8 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     from escmvq.export.verify import self_check
     from escmvq.runtime.alloc_adapter import make_allocator
     from escmvq.runtime.backends import make_session
-    from escmvq.training.checkpoint import load_checkpoint
-
     from escmvq.runtime.bundle import RECOMMENDED_DECODINGS
+    from escmvq.training.checkpoint import load_checkpoint
 
     if decoding is not None and decoding not in RECOMMENDED_DECODINGS:
         raise ValueError(f"decoding: expected one of {', '.join(RECOMMENDED_DECODINGS)}, got {decoding!r}")

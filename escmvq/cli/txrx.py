@@ -152,12 +152,10 @@ def tx_cmd(
 
 
 def _tile_uses(frame) -> str:
-    """Channel uses per tile as ``tx`` reports them: T, or pilots + header + T with estimated CSI."""
+    """Channel uses per tile as ``tx`` reports them (with estimated CSI, the overhead too)."""
     if not frame.estimated:
-        return f"{frame.n_symbols} channel uses"
-    c = frame.csi
-    return (f"({c.pilots} pilots + {frame.n_preamble - c.pilots} plan header + {frame.n_symbols} data) channel uses "
-            f"(csi pilots, +{100 * frame.n_preamble / frame.n_symbols:.1f}%)")
+        return frame.tile_layout
+    return f"{frame.tile_layout} (csi pilots, +{100 * frame.n_preamble / frame.n_symbols:.1f}%)"
 
 
 def _tx_sigmf_checks(output: Optional[Path], force: bool, sample_rate: float) -> None:

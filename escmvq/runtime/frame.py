@@ -175,6 +175,15 @@ class Frame:
         return body + struct.pack("<I", zlib.crc32(body))
 
     @property
+    def tile_layout(self) -> str:
+        """Channel uses per tile in words: ``"144 channel uses"``, or with estimated CSI
+        ``"(8 pilots + 33 plan header + 144 data) channel uses"``."""
+        if not self.estimated:
+            return f"{self.n_symbols} channel uses"
+        return (f"({self.csi.pilots} pilots + {self.n_preamble - self.csi.pilots} plan header + {self.n_symbols} data) "
+                "channel uses")
+
+    @property
     def header_symbols(self) -> int:
         """k, plan header QPSK symbols per copy (estimated CSI): ``(P - N) / r``."""
         return (self.n_preamble - self.csi.pilots) // self.csi.repetitions if self.estimated else 0

@@ -110,7 +110,7 @@ def frame_to_meta(frame: Frame, sample_rate: float = DEFAULT_SAMPLE_RATE, seed: 
         "core:sample_rate": float(sample_rate),
         "core:description": description or (
             f"escmvq {_KINDS[frame.kind]} samples: {frame.image_size[1]}x{frame.image_size[0]} image, "
-            f"{frame.n_tiles} tiles x {_tile_words(frame)}, {frame.channel}, SNR {frame.snr_db:g} dB; "
+            f"{frame.n_tiles} tiles x {frame.tile_layout}{', estimated CSI' if frame.estimated else ''}, {frame.channel}, SNR {frame.snr_db:g} dB; "
             f"the sample rate is nominal (default {DEFAULT_SAMPLE_RATE:g} Hz, tx --sample-rate)"),
         "core:recorder": f"escmvq {__version__}",
         "core:extensions": [{"name": EXTENSION, "version": EXTENSION_VERSION, "optional": False}],
@@ -134,13 +134,6 @@ def frame_to_meta(frame: Frame, sample_rate: float = DEFAULT_SAMPLE_RATE, seed: 
     if author:
         g["core:author"] = author
     return g
-
-
-def _tile_words(frame: Frame) -> str:
-    if not frame.estimated:
-        return f"{frame.n_symbols} channel uses"
-    return (f"({frame.csi.pilots} pilots + {frame.n_preamble - frame.csi.pilots} plan header + {frame.n_symbols} data) "
-            f"channel uses, estimated CSI")
 
 
 def _csi_meta(frame: Frame) -> dict:

@@ -248,11 +248,11 @@ def test_stream_with_pilots(work, monkeypatch):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("cmd", ["tx", "stream"])
+@pytest.mark.parametrize("cmd", ["tx", "stream", "stream-tx"])
 def test_zero_pilots_is_a_usage_error(work, cmd):
     (work / "out").mkdir()
-    out = "out" if cmd == "stream" else "a.tx"
-    res = run(cmd, "--snr", "10", "img.png", "--csi", "pilots", "--pilots", "0", "-o", out)
+    where = {"tx": ["-o", "a.tx"], "stream": ["-o", "out"], "stream-tx": ["--socket", "s.sock"]}[cmd]
+    res = run(cmd, "--snr", "10", "img.png", "--csi", "pilots", "--pilots", "0", *where)
     assert_one_line_error(res, "--pilots", code=2)
     assert not (work / "a.tx").exists() and not list((work / "out").iterdir())
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from escmvq.runtime.frame import F32_MAX, F32_TINY, HEADER_SIZE, MAGIC, VERSION, Frame, FrameError, parse
+from escmvq.runtime.frame import F32_MAX, F32_TINY, HEADER_SIZE, MAGIC, VERSION, VERSIONS, Frame, FrameError, parse
 
 HASH = bytes(range(32))
 
@@ -69,8 +69,8 @@ def test_bad_magic_and_version():
     with pytest.raises(FrameError, match="magic"):
         parse(b"PNG\r\n\x1a\n" + data[8:])
     body = bytearray(data[:-4])
-    struct.pack_into("<H", body, 8, VERSION + 1)
-    with pytest.raises(FrameError, match=f"version {VERSION + 1} not supported"):
+    struct.pack_into("<H", body, 8, max(VERSIONS) + 1)
+    with pytest.raises(FrameError, match=f"version {max(VERSIONS) + 1} not supported .this build reads versions 2 and"):
         parse(with_crc(bytes(body)))
 
 
@@ -429,3 +429,76 @@ def test_header_and_crc_alone_are_not_truncated():
     with pytest.raises(FrameError) as e:
         parse(data)
     assert "truncated" not in str(e.value) and "needs 3" in str(e.value)
+
+
+# ------------------------- version 3: estimated CSI -------------------------------
+def make_frame_v3(kind=0, pilots=2, reps=3, k=2, pilot_power=None, seed=1) -> Frame:
+    """``make_frame(1, 2)`` with a preamble of ``pilots + k * reps`` channel uses per tile; no
+    ``h`` when received."""
+    from dataclasses import replace
+
+    from escmvq.runtime.csi import CsiConfig
+
+    f = make_frame(1, 2, T=4, L=16, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    P = pilots + k * reps
+    pre = (rng.standard_normal((2, P)) + 1j * rng.standard_normal((2, P))).astype(np.complex64)
+    return replace(f, kind=kind, h=None if kind else f.h, preamble=pre,
+                   csi=CsiConfig(mode="pilots", pilots=pilots, repetitions=reps, pilot_power=pilot_power))
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+@pytest.mark.parametrize("pilot_power", [None, 2.5])
+def test_v3_round_trip_is_exact(kind, pilot_power):
+    from escmvq.runtime.frame import CSI_SIZE
+
+    f = make_frame_v3(kind, pilot_power=pilot_power)
+    data = f.to_bytes()
+    assert struct.unpack_from("<H", data, 8) == (3,) and len(data) == HEADER_SIZE + CSI_SIZE + 8 * 2 * (kind == 0) \
+        + 8 * 2 * (2 + 6 + 4) + 4
+    g = parse(data)
+    assert g.csi == f.csi and g.version == 3 and g.header_symbols == 2 and np.array_equal(g.preamble, f.preamble)
+    assert np.array_equal(g.samples, f.samples) and (g.h is None) == bool(kind) and g.to_bytes() == data
+    if not kind:
+        assert frames_equal(f, g)
+    neg = bytearray(data[:-4])  # -0.0 is not the default power's encoding (+0.0): refused, not rewritten
+    neg[HEADER_SIZE + 19] = 0x80 if pilot_power is None else neg[HEADER_SIZE + 19] ^ 0x80
+    with pytest.raises(FrameError, match="pilot power"):
+        parse(with_crc(bytes(neg)))
+
+
+def test_v3_inconsistent_frames_refused_on_write():
+    from dataclasses import replace
+
+    f = make_frame_v3(0)
+    for bad, msg in ((replace(f, preamble=f.preamble[:, :-1]), "is not 2 pilots \\+ 3 copies"),
+                     (replace(f, preamble=None), "preamble must be"),
+                     (replace(f, h=None), "must carry h"),
+                     (replace(make_frame_v3(1), h=f.h), "carries no h"),
+                     (replace(f, csi=None), "carries no preamble"),
+                     (replace(f, csi=replace(f.csi, pilot_power=1e-300)), "pilot power")):
+        with pytest.raises(FrameError, match=msg):
+            bad.to_bytes()
+
+
+VALID_V3 = (make_frame_v3(0).to_bytes(), make_frame_v3(1).to_bytes())
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(st.integers(0, 1), st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), min_size=1, max_size=6),
+       st.booleans())
+def test_fuzz_mutated_v3_frames(which, edits, fix_crc):
+    """Byte edits of valid version-3 frames (transmitted and received), most in the header and
+    CSI block, with the CRC recomputed: only one-line FrameErrors, or a frame that re-serialises."""
+    data = bytearray(VALID_V3[which])
+    for pos, val in edits:
+        data[pos % 120 if pos % 2 else pos % len(data)] = val
+    data = bytes(data)
+    if fix_crc:
+        data = with_crc(data[:-4])
+    try:
+        f = parse(data)
+    except FrameError as e:
+        assert "\n" not in str(e) and str(e)
+    else:
+        assert f.to_bytes() == data and (f.h is None) == (f.estimated and f.kind == 1)

@@ -96,8 +96,12 @@ def tx_cmd(
                                     "pip install 'escmvq\\[radio]')."),
     sample_rate: float = typer.Option(1e6, "--sample-rate", metavar="HZ",
                                       help="--sigmf: the nominal sample rate written to core:sample_rate."),
+    csi: CsiMode = CsiOpt, pilots: int = PilotsOpt,
 ):
     """Encode, allocate and modulate IMAGE; write the transmitted frame (.tx, or a SigMF recording with --sigmf).
+
+    --csi pilots puts pilots and a plan header before every tile's data (frame version 3); rx
+    reads the mode from the frame.
 
     Python: ``escmvq.runtime.transmitter.transmit_image(Transmitter(bundle), load_image(IMAGE), snr_db, rng, channel)``;
     ``escmvq.runtime.sigmf.write_sigmf(frame, NAME)``.
@@ -127,7 +131,7 @@ def tx_cmd(
         else:
             check_output(out, force)
         img = load_image(image)
-        tx = Transmitter(bundle, device=device, precision="int8" if int8 else "fp32")
+        tx = Transmitter(bundle, device=device, precision="int8" if int8 else "fp32", csi=csi_config(csi, pilots))
         rng = np.random.default_rng(seed)
         with tile_progress(_n_tiles(img, tx.bundle), img.shape[0] * img.shape[1], "tx") as advance:
             frame, _, _, _ = transmit_image(tx, img, snr_db, rng, channel, per_image, progress=advance)
@@ -146,8 +150,14 @@ def tx_cmd(
         if output is None:
             _said_default_output(image, suffix, out)
         print(f"wrote {wrote}: {'received' if received else 'transmitted'} samples, {frame.n_tiles} tiles x "
-              f"{frame.n_symbols} channel uses, {channel}, SNR {snr_db:g} dB, "
-              f"bundle {tx.bundle.hash_hex[:12]}")
+              f"{_tile_uses(frame)}, {channel}, SNR {snr_db:g} dB, bundle {tx.bundle.hash_hex[:12]}")
+
+
+def _tile_uses(frame) -> str:
+    """Channel uses per tile as ``tx`` reports them (with estimated CSI, the overhead too)."""
+    if not frame.estimated:
+        return frame.tile_layout
+    return f"{frame.tile_layout} (csi pilots, +{100 * frame.n_preamble / frame.n_symbols:.1f}%)"
 
 
 def _tx_sigmf_checks(output: Optional[Path], force: bool, sample_rate: float) -> None:
@@ -173,6 +183,9 @@ def rx_cmd(
 ):
     """Apply the channel (for transmitted samples) and decode a .tx frame or a SigMF recording to a PNG.
 
+    A frame with estimated CSI (tx --csi pilots) is decoded from its pilots and plan headers;
+    tiles whose header failed are counted and decoded as not sent.
+
     Python: ``escmvq.runtime.receiver.receive_frame(Receiver(bundle), frame.parse(data), rng)``
     (a recording: ``escmvq.runtime.sigmf.read_sigmf(NAME)`` gives the frame).
     """
@@ -192,8 +205,9 @@ def rx_cmd(
         check_output(out, force)
         frame = _read_frame(frame_path)
         rx = Receiver(bundle, device=device, precision="int8" if int8 else "fp32", decoding=decoding_value(decoding))
+        failed = []
         with tile_progress(frame.n_tiles, frame.image_size[0] * frame.image_size[1], "rx") as advance:
-            img, _, _ = receive_frame(rx, frame, np.random.default_rng(seed), progress=advance)
+            img, _, _ = receive_frame(rx, frame, np.random.default_rng(seed), progress=advance, header_failures=failed)
         ref = load_image(reference) if reference is not None else None
         if ref is not None and ref.shape != img.shape:
             fail(f"--reference: {reference} is {ref.shape[1]}x{ref.shape[0]}, the frame holds {img.shape[1]}x{img.shape[0]}")
@@ -201,6 +215,9 @@ def rx_cmd(
         if output is None:
             _said_default_output(frame_path, ".rx.png", out)
         msg = f"wrote {out}: {img.shape[1]}x{img.shape[0]} from {frame.n_tiles} tiles"
+        if frame.estimated:
+            msg += (f" (csi pilots, {frame.csi.pilots} pilots per tile): plan header failed on {len(failed)} of "
+                    f"{frame.n_tiles} tiles (decoded as not sent)")
         if ref is not None:
             msg += f", PSNR {psnr(ref, img):.2f} dB"
         print(msg)
@@ -375,7 +392,7 @@ def stream_tx_cmd(
     snr: str = typer.Option(..., "--snr", help="SNR in dB."),
     socket_path: Path = typer.Option(..., "--socket", help="Unix socket of a running `escmvq stream-rx`."),
     bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
-    seed: int = SeedOpt, device: str = DeviceOpt,
+    seed: int = SeedOpt, device: str = DeviceOpt, csi: CsiMode = CsiOpt, pilots: int = PilotsOpt,
 ):
     """Transmitter process: stream IMAGES to a running receiver; one JSON line per image.
 
@@ -387,7 +404,8 @@ def stream_tx_cmd(
         from escmvq.runtime.threads import limit_blas_threads
 
         limit_blas_threads(1)
-        recs = run_transmitter(str(socket_path), images, snr_db, bundle, seed, channel, per_image, device)
+        recs = run_transmitter(str(socket_path), images, snr_db, bundle, seed, channel, per_image, device,
+                               csi=csi_config(csi, pilots))
         if not all(r.get("ok") for r in recs):
             fail(f"{sum(not r.get('ok') for r in recs)} of {len(recs)} images failed")
 
@@ -398,8 +416,11 @@ def stream_cmd(
     outdir: Path = typer.Option(Path("."), "--outdir", "-o", help="Folder for the decoded PNGs."),
     bundle: Optional[Path] = BundleOpt, channel: Channel = ChannelOpt, per_image: bool = PerImageOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, force: bool = ForceOpt, decoding: Optional[Decoding] = DecodingOpt,
+    csi: CsiMode = CsiOpt, pilots: int = PilotsOpt,
 ):
     """Start a receiver process and stream IMAGES to it from this (transmitter) process.
+
+    --csi pilots: every frame carries pilots and plan headers; the receiver reads the mode from each frame.
 
     Python: ``escmvq.runtime.stream.run_transmitter`` to a ``serve_receiver`` in another process.
     """
@@ -426,7 +447,7 @@ def stream_cmd(
                   (["--force"] if force else [])
             rx = subprocess.Popen(cmd)
             recs = run_transmitter(str(sock), images, snr_db, bundle, seed, channel, per_image, device,
-                                   receiver_alive=lambda: rx.poll() is None)
+                                   receiver_alive=lambda: rx.poll() is None, csi=csi_config(csi, pilots))
             code = rx.wait(timeout=120)
         finally:
             if rx is not None and rx.poll() is None:

@@ -28,9 +28,11 @@ import numpy as np
 
 from escmvq.core import pilots as _pilots
 from escmvq.core import plan_header as _ph
+from escmvq.core.channels import apply_channel
 from escmvq.core.vocab import CSI_MODES
 
-__all__ = ["CSI_MODES", "DEFAULT_CSI", "CsiConfig", "CsiRead", "PreambleTx", "PreambleRx", "check_csi"]
+__all__ = ["CSI_MODES", "DEFAULT_CSI", "CsiConfig", "CsiRead", "PreambleTx", "PreambleRx", "check_csi",
+           "apply_channel_csi"]
 
 DEFAULT_CSI = CSI_MODES[0]
 DEFAULT_PILOTS = 8
@@ -103,6 +105,15 @@ def check_csi(csi) -> CsiConfig:
     if isinstance(csi, str):
         return CsiConfig(mode=csi)
     raise ValueError(f"csi: expected one of {', '.join(CSI_MODES)} or a CsiConfig, got {csi!r}")
+
+
+def apply_channel_csi(samples: np.ndarray, preamble: np.ndarray | None, h: np.ndarray, rng: np.random.Generator,
+                      noise_var: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The channel of a batch of tiles, data first, then the preamble (if any), so that the data
+    see the same noise draws as with perfect CSI: ``samples [b, T]``, ``preamble [b, P]`` or None,
+    ``h [b]`` -> (``y [b, T]``, ``y_pre [b, P]`` or None), complex64."""
+    y = apply_channel(samples, h, rng, noise_var)
+    return y, (None if preamble is None else apply_channel(preamble, h, rng, noise_var))
 
 
 class _Preamble:

@@ -28,7 +28,8 @@ from escmvq.core.channels import apply_channel, channel_gamma, draw_h
 from escmvq.io import provenance
 from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame
 from escmvq.runtime.images import psnr, tile_grid, tile_range, untile_into
-from escmvq.runtime.receiver import Receiver, receive_frame
+from escmvq.runtime.csi import apply_channel_csi
+from escmvq.runtime.receiver import Receiver, receive_frame, received_batches
 from escmvq.runtime.transmitter import Transmitter, transmit_image
 
 # transmit_image / receive_frame live with their link end (one end needs no other) and
@@ -50,18 +51,24 @@ def _add(t: dict, u: dict) -> None:
 
 
 def through_channel(frame: Frame, rng: np.random.Generator, max_batch: int = 256) -> tuple[Frame, float]:
-    """A transmitted frame -> the received frame (same header, kind 1) and the time taken."""
+    """A transmitted frame -> the received frame (same header, kind 1) and the time taken.
+
+    The noise is drawn batch by batch as :func:`receive_frame` draws it
+    (:func:`~escmvq.runtime.receiver.received_batches`). With estimated CSI the received frame
+    keeps the received preamble and drops ``h``: its receiver learns the channel from the pilots."""
     if frame.kind == KIND_RX:
         return frame, 0.0
     t0 = time.perf_counter()
     y = np.empty(frame.samples.shape, np.complex64)
-    for i in range(0, frame.n_tiles, max_batch):  # per batch: the same noise draws, less memory
-        y[i:i + max_batch] = apply_channel(frame.samples[i:i + max_batch], frame.h[i:i + max_batch], rng,
-                                           frame.noise_var)
+    y_pre = np.empty(frame.preamble.shape, np.complex64) if frame.estimated else None
+    for i, j, yb, pb, _ in received_batches(frame, rng, max_batch):
+        y[i:j] = yb
+        if y_pre is not None:
+            y_pre[i:j] = pb
     dt = time.perf_counter() - t0
     from dataclasses import replace
 
-    return replace(frame, kind=KIND_RX, samples=y), dt
+    return replace(frame, kind=KIND_RX, samples=y, preamble=y_pre, h=None if frame.estimated else frame.h), dt
 
 
 @dataclass
@@ -152,9 +159,8 @@ def run_link(tx: Transmitter, rx: Receiver, img: np.ndarray, snr_db: float, rng:
         _add(t_tx, r.timings)
         p_tot = r.p_tot
         t1 = time.perf_counter()
-        y = apply_channel(r.samples, h[i:j], rng, noise_var)
-        if pilots:  # after the data: the data's noise is that of perfect CSI
-            y_pre = apply_channel(r.preamble, h[i:j], rng, noise_var)
+        y, y_pre = apply_channel_csi(r.samples, r.preamble, h[i:j], rng, noise_var)  # the preamble after the data
+        if pilots:
             n_pre += r.preamble.size
         t_rx["channel"] += time.perf_counter() - t1
         if pilots:

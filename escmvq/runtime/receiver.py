@@ -21,19 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dataclasses import replace
+
 from escmvq.core import channels, pvq, qam
-from escmvq.core.channels import apply_channel
 from escmvq.core.channels import channel_gamma
 from escmvq.runtime import soft
 from escmvq.runtime.bundle import Bundle, decoder_feed
-from escmvq.runtime.csi import CsiRead, PreambleRx, check_csi
+from escmvq.runtime.csi import CsiConfig, CsiRead, PreambleRx, apply_channel_csi, check_csi
 from escmvq.runtime.endpoint import open_endpoint
 from escmvq.runtime.frame import KIND_RX, Frame, FrameError
 from escmvq.runtime.images import MAX_PIXELS, untile_into
 from escmvq.runtime.modem import demodulate, demodulate_llr
 
 __all__ = ["Receiver", "RxResult", "FrameMismatch", "DEFAULT_DECODING", "DECODINGS", "SOFT_ESTIMATES",
-           "LLR_MODES", "receiver_settings", "resolve_decoding", "receive_frame"]
+           "LLR_MODES", "receiver_settings", "resolve_decoding", "receive_frame", "received_batches"]
 
 DECODINGS = ("auto", "hard", "soft")
 # The one default of every receiver (runtime, CLI, eval, bench): "auto" = the decoding the
@@ -108,6 +109,7 @@ class Receiver:
         self.csi = check_csi(csi)
         self.bundle, self.session, self.plans = open_endpoint(bundle, "decoder", device, precision, threads, allocator)
         self.preamble = PreambleRx(self.plans.allocator, self.csi, self.bundle.n_symbols) if self.csi.estimated else None
+        self._preambles: dict[CsiConfig, PreambleRx] = {}  # per transmitter setting met in frames
         decoding = resolve_decoding(decoding, self.bundle)
         self.decoding, self.soft_estimate, self.llr, self.prior = decoding, soft_estimate, llr, bool(prior)
         _, self._h, self._w = self.bundle.latent_shape
@@ -155,6 +157,17 @@ class Receiver:
                 or frame.n_bits != self.bundle.n_bits:
             raise FrameMismatch(f"frame shapes (tile {frame.tile_size}, T={frame.n_symbols}, L={frame.n_bits}) "
                                 f"do not match the bundle")
+        if frame.estimated and frame.header_symbols != self.preamble_for(frame.csi).layout.n_symbols:
+            raise FrameMismatch(f"frame's plan header has {frame.header_symbols} QPSK symbols per copy, this bundle's "
+                                f"allocator needs {self.preamble_for(frame.csi).layout.n_symbols}")
+
+    def preamble_for(self, csi: CsiConfig) -> PreambleRx:
+        """The receiving side of a transmitter's preamble settings (pilots, header copies and
+        scale bits, pilot power, e.g. as a frame records them) with this receiver's estimator."""
+        key = replace(csi, estimator=self.csi.estimator)
+        if key not in self._preambles:
+            self._preambles[key] = PreambleRx(self.plans.allocator, key, self.bundle.n_symbols)
+        return self._preambles[key]
 
     def receive(self, y: np.ndarray, h: np.ndarray, p_tot: float, noise_var: float = 1.0) -> RxResult:
         """``y [b, T]`` received samples ``h sqrt(p) s + n``, ``h [b]`` (perfect CSI),
@@ -166,19 +179,21 @@ class Receiver:
         plan = self.plans.batch(p_tot, channel_gamma(h, noise_var))
         return self._receive(y, h, plan, noise_var, t, t0)
 
-    def receive_pilots(self, y_pre: np.ndarray, y: np.ndarray, p_tot: float, noise_var: float = 1.0
-                       ) -> tuple[RxResult, CsiRead]:
+    def receive_pilots(self, y_pre: np.ndarray, y: np.ndarray, p_tot: float, noise_var: float = 1.0,
+                       csi: CsiConfig | None = None) -> tuple[RxResult, CsiRead]:
         """Estimated CSI (``csi="pilots"``): ``y_pre [b, n_pre]`` received pilots + plan header,
         ``y [b, T]`` received data. The plan comes from the header's ``gamma_q``, equalisation
         and LLRs from the pilots' ``h_hat`` (LLR noise ``(sigma^2 + p_t E|e|^2) / (|h_hat|^2 p_t)``
         with ``e`` the estimation error). A tile whose header fails is decoded with every
-        sub-vector "not sent". Returns (:class:`RxResult`, the :class:`~escmvq.runtime.csi.CsiRead`)."""
-        if self.preamble is None:
+        sub-vector "not sent". ``csi``: the transmitter's settings (e.g. a frame's) instead of this
+        receiver's. Returns (:class:`RxResult`, the :class:`~escmvq.runtime.csi.CsiRead`)."""
+        pre = self.preamble if csi is None else self.preamble_for(csi)
+        if pre is None:
             raise ValueError("receive_pilots: this receiver was built with csi='perfect'")
         t = {}
         y = np.asarray(y)
         t0 = time.perf_counter()
-        read = self.preamble.read(y_pre, p_tot, noise_var)
+        read = pre.read(y_pre, p_tot, noise_var)
         t1 = time.perf_counter()
         t["estimate"] = t1 - t0
         # a failed header's tile gets a placeholder plan, then every sub-vector marked not sent
@@ -237,12 +252,32 @@ class Receiver:
         return receive_frame(self, frame, rng)[0]
 
 
+def received_batches(frame: Frame, rng: np.random.Generator, max_batch: int = 256):
+    """The received samples of a frame, ``max_batch`` tiles at a time: yields ``(i, j, y [j-i, T],
+    y_pre [j-i, P] or None, seconds in the channel)``. A transmitted frame goes through its channel
+    here (data, then the preamble: :func:`~escmvq.runtime.csi.apply_channel_csi`), batch by batch,
+    the same draws in the same order as :func:`~escmvq.runtime.link.run_link`'s."""
+    for i in range(0, frame.n_tiles, max_batch):
+        j = min(i + max_batch, frame.n_tiles)
+        y, y_pre = frame.samples[i:j], frame.preamble[i:j] if frame.estimated else None
+        dt = 0.0
+        if frame.kind != KIND_RX:
+            t0 = time.perf_counter()
+            y, y_pre = apply_channel_csi(y, y_pre, frame.h[i:j], rng, frame.noise_var)
+            dt = time.perf_counter() - t0
+        yield i, j, y, y_pre, dt
+
+
 def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batch: int = 256,
-                  progress=None) -> tuple[np.ndarray, dict, np.ndarray]:
+                  progress=None, header_failures: list | None = None) -> tuple[np.ndarray, dict, np.ndarray]:
     """A frame (transmitted: the channel is applied here; or received) -> (image uint8, timings, labels).
 
     Batches of ``max_batch`` tiles; the channel noise is drawn batch by batch, the same draws
     in the same order as for the whole frame at once. ``progress(k)`` after each batch.
+    A frame with estimated CSI (version 3) is decoded from its pilots and plan headers alone,
+    never from ``h`` (:meth:`Receiver.receive_pilots` with the frame's settings, whatever the
+    receiver's ``csi``); each tile whose header failed is appended to ``header_failures`` (when
+    given) as ``(tile, one-line reason)``.
     """
     rx.check_frame(frame)
     H, W = frame.image_size
@@ -251,14 +286,14 @@ def receive_frame(rx: Receiver, frame: Frame, rng: np.random.Generator, max_batc
     img = np.empty((H, W, 3), np.uint8)
     timings = {"channel": 0.0}
     labels = None
-    for i in range(0, frame.n_tiles, max_batch):
-        j = min(i + max_batch, frame.n_tiles)
-        y, h = frame.samples[i:j], frame.h[i:j]
-        if frame.kind != KIND_RX:  # the channel, batch by batch (the same draws as for the whole frame)
-            t0 = time.perf_counter()
-            y = apply_channel(y, h, rng, frame.noise_var)
-            timings["channel"] += time.perf_counter() - t0
-        r = rx.receive(y, h, frame.p_tot, frame.noise_var)
+    for i, j, y, y_pre, dt in received_batches(frame, rng, max_batch):
+        timings["channel"] += dt
+        if frame.estimated:
+            r, read = rx.receive_pilots(y_pre, y, frame.p_tot, frame.noise_var, csi=frame.csi)
+            if header_failures is not None:
+                header_failures.extend((i + row, why) for row, why in read.failures)
+        else:
+            r = rx.receive(y, frame.h[i:j], frame.p_tot, frame.noise_var)
         untile_into(img, r.tiles, i, frame.grid)
         if labels is None:
             labels = np.empty((frame.n_tiles, *r.labels.shape[1:]), r.labels.dtype)

@@ -5,14 +5,16 @@ Python) read and write, so a frame written this way can be played out by a radio
 recorded from one and handed back to ``escmvq rx``.
 
 - ``NAME.sigmf-data``: the frame's samples as ``cf32_le`` (interleaved little-endian float32
-  I/Q, i.e. complex64), tile after tile: tile ``i`` is samples ``i*T .. i*T + T - 1``, the
-  same order as the ``.tx`` frame's ``[tiles, T]`` block.
+  I/Q, i.e. complex64), tile after tile: tile ``i`` is samples ``i*U .. i*U + U - 1``, the
+  same order as the ``.tx`` frame's samples; ``U = T`` with perfect CSI, and with estimated
+  CSI ``U = P + T``: the tile's ``P`` pilot and plan header symbols, then its ``T`` data symbols.
 - ``NAME.sigmf-meta``: the SigMF core fields (datatype, sample rate, version, description,
   recorder, the data file's sha512, one capture) and, under the ``escmvq:`` extension
   namespace (declared in ``core:extensions``, not optional: a reader without it cannot
   decode), every field of the ``.tx`` frame header: see :data:`FIELDS`.
 
-The per-tile channel ``h`` is stored as ``[re, im]`` pairs of the complex64 values; a float32
+The per-tile channel ``h`` (absent from a *received* recording with estimated CSI, whose
+receiver learns the channel from the pilots) is stored as ``[re, im]`` pairs of the complex64 values; a float32
 printed as a JSON double and read back is the same float32, so the round trip is exact and
 ``rx`` decodes a recording to the same bytes as the equivalent ``.tx`` frame.
 
@@ -33,8 +35,8 @@ from escmvq.core.vocab import CHANNELS
 from escmvq.runtime import frame as _frame
 from escmvq.runtime.frame import KIND_RX, KIND_TX, Frame, FrameError
 
-__all__ = ["DATATYPE", "EXTENSION", "EXTENSION_VERSION", "FIELDS", "SigMFError", "sigmf_paths", "frame_to_meta",
-           "meta_to_frame", "write_sigmf", "read_sigmf", "require_sigmf", "DEFAULT_SAMPLE_RATE"]
+__all__ = ["DATATYPE", "EXTENSION", "EXTENSION_VERSION", "FIELDS", "CSI_FIELDS", "SigMFError", "sigmf_paths",
+           "frame_to_meta", "meta_to_frame", "write_sigmf", "read_sigmf", "require_sigmf", "DEFAULT_SAMPLE_RATE"]
 
 DATATYPE = "cf32_le"
 EXTENSION = "escmvq"
@@ -57,8 +59,19 @@ FIELDS = {
     "escmvq:tiles": "number of tiles n (raster order)",
     "escmvq:channel_uses_per_tile": "T: samples per tile",
     "escmvq:bits_per_tile": "L = N*B",
-    "escmvq:h": "[[re, im], ...]: the channel coefficient of each tile (perfect CSI, as the frame carries it)",
+    "escmvq:h": "[[re, im], ...]: the channel coefficient of each tile (perfect CSI, as the frame carries it; "
+                "with estimated CSI only in a transmitted recording, as the channel the receiver applies)",
     "escmvq:seed": "seed of the transmitter's channel draws (null when unknown)",
+}
+# estimated CSI (frame version 3) adds these; a recording without them uses perfect CSI
+CSI_FIELDS = {
+    "escmvq:csi": "'pilots': every tile's data symbols follow its pilots and plan header",
+    "escmvq:pilots": "N, pilot symbols per tile",
+    "escmvq:header_symbols": "k, QPSK symbols of one copy of the plan header",
+    "escmvq:header_repetitions": "r, copies of the plan header per tile",
+    "escmvq:header_scale_bits": "q, the plan header's power-scale bits",
+    "escmvq:pilot_power": "power of each pilot and header symbol (null: P_tot / T)",
+    "escmvq:samples_per_tile": "U = N + k r + T, samples per tile in the data file",
 }
 
 
@@ -92,17 +105,16 @@ def frame_to_meta(frame: Frame, sample_rate: float = DEFAULT_SAMPLE_RATE, seed: 
         raise SigMFError(f"sample rate must be a positive number of Hz, got {sample_rate!r}")
     from escmvq import __version__
 
-    h = np.asarray(frame.h, np.complex64)
     g = {
         "core:datatype": DATATYPE,
         "core:sample_rate": float(sample_rate),
         "core:description": description or (
             f"escmvq {_KINDS[frame.kind]} samples: {frame.image_size[1]}x{frame.image_size[0]} image, "
-            f"{frame.n_tiles} tiles x {frame.n_symbols} channel uses, {frame.channel}, SNR {frame.snr_db:g} dB; "
+            f"{frame.n_tiles} tiles x {frame.tile_layout}{', estimated CSI' if frame.estimated else ''}, {frame.channel}, SNR {frame.snr_db:g} dB; "
             f"the sample rate is nominal (default {DEFAULT_SAMPLE_RATE:g} Hz, tx --sample-rate)"),
         "core:recorder": f"escmvq {__version__}",
         "core:extensions": [{"name": EXTENSION, "version": EXTENSION_VERSION, "optional": False}],
-        "escmvq:frame_version": _frame.VERSION,
+        "escmvq:frame_version": frame.version,
         "escmvq:kind": _KINDS[frame.kind],
         "escmvq:channel": frame.channel,
         "escmvq:bundle_sha256": frame.bundle_hash.hex(),
@@ -114,12 +126,49 @@ def frame_to_meta(frame: Frame, sample_rate: float = DEFAULT_SAMPLE_RATE, seed: 
         "escmvq:tiles": frame.n_tiles,
         "escmvq:channel_uses_per_tile": frame.n_symbols,
         "escmvq:bits_per_tile": int(frame.n_bits),
-        "escmvq:h": [[float(v.real), float(v.imag)] for v in h],
+        **_csi_meta(frame),
+        **({} if frame.h is None else {"escmvq:h": [[float(v.real), float(v.imag)]
+                                                    for v in np.asarray(frame.h, np.complex64)]}),
         "escmvq:seed": None if seed is None else int(seed),
     }
     if author:
         g["core:author"] = author
     return g
+
+
+def _csi_meta(frame: Frame) -> dict:
+    """The :data:`CSI_FIELDS` of a frame with estimated CSI (none with perfect CSI)."""
+    if not frame.estimated:
+        return {}
+    c = frame.csi
+    return {"escmvq:csi": "pilots", "escmvq:pilots": int(c.pilots), "escmvq:header_symbols": frame.header_symbols,
+            "escmvq:header_repetitions": int(c.repetitions), "escmvq:header_scale_bits": int(c.scale_bits),
+            "escmvq:pilot_power": None if c.pilot_power is None else float(c.pilot_power),
+            "escmvq:samples_per_tile": frame.n_preamble + frame.n_symbols}
+
+
+def _csi_from_meta(g: dict, T: int):
+    """Version-3 metadata -> (the transmitter's :class:`~escmvq.runtime.csi.CsiConfig`, P)."""
+    if g.get("escmvq:csi") != "pilots":
+        raise SigMFError(f"escmvq:csi {g.get('escmvq:csi')!r} unknown (frame version {_frame.VERSION_CSI} "
+                         f"recordings use 'pilots')")
+    ints = {k: _get(g, f"escmvq:{k}", int, "an integer")
+            for k in ("pilots", "header_symbols", "header_repetitions", "header_scale_bits", "samples_per_tile")}
+    power = g.get("escmvq:pilot_power")
+    if power is not None:
+        power = float(_get(g, "escmvq:pilot_power", (int, float), "a number or null"))
+        if power == 0:
+            raise SigMFError("escmvq:pilot_power = 0: write null for the default P_tot / T")
+    try:
+        csi = _frame.csi_from_fields(ints["pilots"], ints["header_repetitions"], ints["header_scale_bits"],
+                                     power or 0.0)
+    except FrameError as e:
+        raise SigMFError(str(e)) from None
+    P = ints["pilots"] + ints["header_symbols"] * ints["header_repetitions"]
+    if ints["header_symbols"] < 1 or ints["samples_per_tile"] != P + T:
+        raise SigMFError(f"escmvq:samples_per_tile = {ints['samples_per_tile']} is not {ints['pilots']} pilots + "
+                         f"{ints['header_repetitions']} x {ints['header_symbols']} header + {T} data symbols")
+    return csi, P
 
 
 def _get(g: dict, key: str, kind, what: str):
@@ -151,10 +200,10 @@ def meta_to_frame(g: dict, samples: np.ndarray) -> Frame:
     if EXTENSION not in exts or "escmvq:frame_version" not in g:
         raise SigMFError("not an escmvq recording (no escmvq extension in the metadata)")
     version = _get(g, "escmvq:frame_version", int, "an integer")
-    if version in _frame.RETIRED:
-        raise SigMFError(f"frame format version {version} not supported: {_frame.RETIRED[version]}")
-    if version != _frame.VERSION:
-        raise SigMFError(f"frame format version {version} not supported (this build reads version {_frame.VERSION})")
+    try:
+        _frame.check_version(version)
+    except FrameError as e:
+        raise SigMFError(str(e)) from None
     kind = {v: k for k, v in _KINDS.items()}.get(g.get("escmvq:kind"))
     if kind is None:
         raise SigMFError(f"escmvq:kind {g.get('escmvq:kind')!r} unknown (transmitted or received)")
@@ -169,6 +218,28 @@ def meta_to_frame(g: dict, samples: np.ndarray) -> Frame:
     n = _get(g, "escmvq:tiles", int, "an integer")
     T = _get(g, "escmvq:channel_uses_per_tile", int, "an integer")
     L = _get(g, "escmvq:bits_per_tile", int, "an integer")
+    if not (0 < n and 0 < T):
+        raise SigMFError(f"escmvq:tiles = {n}, escmvq:channel_uses_per_tile = {T}: must be > 0")
+    csi, P = _csi_from_meta(g, T) if version == _frame.VERSION_CSI else (None, 0)
+    # a received recording with estimated CSI is decoded from its pilots: its h is never read
+    h = None if csi is not None and kind == KIND_RX else _h_from_meta(g, n)
+    samples = np.asarray(samples).reshape(-1)
+    if samples.size != n * (P + T):
+        raise SigMFError(f"the data file holds {samples.size} samples, the metadata announces {n} tiles x {P + T} = "
+                         f"{n * (P + T)}" + (" (truncated)" if samples.size < n * (P + T) else ""))
+    preamble, data = _frame.split_tiles(samples.reshape(n, P + T), P)
+    frame = Frame(kind=kind, channel=channel, bundle_hash=bhash, image_size=_pair(g, "escmvq:image_size"),
+                  tile_size=_pair(g, "escmvq:tile_size"), n_bits=L, h=h, samples=data, csi=csi, preamble=preamble,
+                  **nums)
+    try:
+        _frame.validate(frame)
+    except FrameError as e:
+        raise SigMFError(str(e)) from None
+    return frame
+
+
+def _h_from_meta(g: dict, n: int) -> np.ndarray:
+    """``escmvq:h`` -> ``[n]`` complex64."""
     hl = _get(g, "escmvq:h", list, "a list of [re, im] pairs")
     if len(hl) != n:
         raise SigMFError(f"escmvq:h holds {len(hl)} coefficients for {n} tiles")
@@ -178,21 +249,7 @@ def meta_to_frame(g: dict, samples: np.ndarray) -> Frame:
             raise ValueError
     except (ValueError, TypeError):
         raise SigMFError("escmvq:h is not a list of [re, im] number pairs") from None
-    if not (0 < n and 0 < T):
-        raise SigMFError(f"escmvq:tiles = {n}, escmvq:channel_uses_per_tile = {T}: must be > 0")
-    samples = np.asarray(samples).reshape(-1)
-    if samples.size != n * T:
-        raise SigMFError(f"the data file holds {samples.size} samples, the metadata announces {n} tiles x {T} = {n * T}"
-                         + (" (truncated)" if samples.size < n * T else ""))
-    frame = Frame(kind=kind, channel=channel, bundle_hash=bhash, image_size=_pair(g, "escmvq:image_size"),
-                  tile_size=_pair(g, "escmvq:tile_size"), n_bits=L,
-                  h=(h[:, 0] + 1j * h[:, 1]).astype(np.complex64),
-                  samples=samples.astype(np.complex64).reshape(n, T), **nums)
-    try:
-        _frame.validate(frame)
-    except FrameError as e:
-        raise SigMFError(str(e)) from None
-    return frame
+    return (h[:, 0] + 1j * h[:, 1]).astype(np.complex64)
 
 
 def write_sigmf(frame: Frame, name: str | os.PathLike, sample_rate: float = DEFAULT_SAMPLE_RATE,
@@ -214,7 +271,7 @@ def write_sigmf(frame: Frame, name: str | os.PathLike, sample_rate: float = DEFA
     check_output(data_path, force)
     check_output(meta_path, force)
     g = frame_to_meta(frame, sample_rate, seed, description, author)
-    data = np.ascontiguousarray(frame.samples, dtype="<c8").tobytes()
+    data = np.ascontiguousarray(frame.tile_samples(), dtype="<c8").tobytes()
     existed = data_path.exists()
     atomic_write_bytes(data_path, data, force)
     try:
@@ -262,11 +319,11 @@ def read_sigmf(name: str | os.PathLike) -> Frame:
                          f"{DATATYPE} (complex64 samples)")
     if not data_path.is_file():
         raise SigMFError(f"{data_path}: no such file (the samples of {meta_path.name})")
-    n, T = g.get("escmvq:tiles"), g.get("escmvq:channel_uses_per_tile")
-    if isinstance(n, int) and isinstance(T, int) and data_path.stat().st_size != 8 * n * T:
-        raise SigMFError(f"{data_path}: {data_path.stat().st_size} bytes, the metadata announces {n} tiles x {T} "
-                         f"complex64 samples = {8 * n * T} bytes"
-                         + (" (truncated)" if data_path.stat().st_size < 8 * n * T else ""))
+    n, U = g.get("escmvq:tiles"), g.get("escmvq:samples_per_tile", g.get("escmvq:channel_uses_per_tile"))
+    if isinstance(n, int) and isinstance(U, int) and data_path.stat().st_size != 8 * n * U:
+        raise SigMFError(f"{data_path}: {data_path.stat().st_size} bytes, the metadata announces {n} tiles x {U} "
+                         f"complex64 samples = {8 * n * U} bytes"
+                         + (" (truncated)" if data_path.stat().st_size < 8 * n * U else ""))
     try:
         rec = sigmffile.fromfile(str(meta_path))
         rec.validate()

@@ -191,12 +191,15 @@ def serve_receiver(sock_path: str, bundle=None, outdir: str | os.PathLike = ".",
                 (nlen,) = struct.unpack_from("<H", payload)
                 ack["image"] = name = payload[2:2 + nlen].decode("utf-8", "replace")
                 frame = parse(payload[2 + nlen:])
-                img, timings, _ = receive_frame(rx, frame, rng)
+                failed = []
+                img, timings, _ = receive_frame(rx, frame, rng, header_failures=failed)
                 out = _output_path(outdir, name, used, force)
                 atomic_write(out, lambda p: save_png(img, p), force)
                 used.add(out.resolve())
                 ack.update(ok=True, output=str(out), latency_ms=round(1e3 * (time.perf_counter() - t0), 3),
-                           stages_ms={k: round(1e3 * v, 3) for k, v in timings.items()})
+                           stages_ms={k: round(1e3 * v, 3) for k, v in timings.items()},
+                           **({"csi": "pilots", "pilots": frame.csi.pilots, "tiles": frame.n_tiles,
+                               "header_failures": len(failed)} if frame.estimated else {}))
             except Exception as e:  # noqa: BLE001 - one bad image must not end the stream
                 ack.update(ok=False, error=_one_line(e))
             return ack
@@ -261,8 +264,11 @@ def serve_receiver(sock_path: str, bundle=None, outdir: str | os.PathLike = ".",
 
 def run_transmitter(sock_path: str, images: list[Path], snr_db: float, bundle=None, seed: int = 0,
                     channel: str = "rayleigh", per_image: bool = False, device: str = "cpu",
-                    connect_timeout: float = 30.0, receiver_alive=None, hello_wait: float = 1.0) -> list[dict]:
-    """Connect to a receiver and stream ``images``; returns one record per image.
+                    connect_timeout: float = 30.0, receiver_alive=None, hello_wait: float = 1.0,
+                    csi=None) -> list[dict]:
+    """Connect to a receiver and stream ``images``; returns one record per image. ``csi``: the
+    transmitter's "perfect" (default) | "pilots" | :class:`~escmvq.runtime.csi.CsiConfig` (the
+    receiver reads it from each frame).
 
     An image that cannot be read or sent gets a record with ``ok: false`` and the stream
     goes on. If the receiver is serving another transmitter, says so on stderr and waits
@@ -272,7 +278,7 @@ def run_transmitter(sock_path: str, images: list[Path], snr_db: float, bundle=No
     from escmvq.runtime.link import transmit_image
     from escmvq.runtime.transmitter import Transmitter
 
-    tx = Transmitter(bundle, device=device)
+    tx = Transmitter(bundle, device=device, csi=csi)
     rng = np.random.default_rng(seed)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.monotonic() + connect_timeout
@@ -328,7 +334,8 @@ def run_transmitter(sock_path: str, images: list[Path], snr_db: float, bundle=No
             rec.update(ok=bool(ack.get("ok")), tx_ms=round(1e3 * (t1 - t0), 3), round_trip_ms=round(1e3 * (t2 - t0), 3),
                        stages_ms={k: round(1e3 * v, 3) for k, v in timings.items()}, rx=ack)
             _emit({k: v for k, v in rec.items() if k != "rx"} | {"rx_ok": ack.get("ok"), "rx_error": ack.get("error"),
-                                                                 "rx_output": ack.get("output")})
+                                                                 "rx_output": ack.get("output")}
+                  | ({"rx_header_failures": ack["header_failures"]} if "header_failures" in ack else {}))
             records.append(rec)
         exchange(MSG_END, reply=False)
     return records

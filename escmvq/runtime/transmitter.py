@@ -126,13 +126,14 @@ def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.rand
     """``img [H, W, 3]`` uint8 -> (transmitted frame, stage timings, codebooks [n, N], labels [n, N]).
 
     All ``h`` are drawn first (:func:`~escmvq.core.channels.draw_h`), then the tiles go
-    through in batches of ``max_batch``; ``progress(k)`` after each batch.
+    through in batches of ``max_batch``; ``progress(k)`` after each batch. With estimated CSI
+    (``tx.csi``) the frame also holds every tile's preamble (pilots + plan header; version 3).
     """
     grid = tile_grid(img.shape[:2], tx.bundle.tile_size)
     n = grid[0] * grid[1]
     tile_range(img, tx.bundle.tile_size, 0, 1)  # shape check before any draw
     h = draw_h(rng, n, channel, per_image)
-    xs = cbs = labels = None
+    xs = cbs = labels = pre = None
     timings, p_tot = {}, None
     for i in range(0, n, max_batch):
         j = min(i + max_batch, n)
@@ -141,7 +142,11 @@ def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.rand
             xs = np.empty((n, *r.samples.shape[1:]), r.samples.dtype)
             cbs = np.empty((n, *r.codebooks.shape[1:]), r.codebooks.dtype)
             labels = np.empty((n, *r.labels.shape[1:]), r.labels.dtype)
+            if r.preamble is not None:
+                pre = np.empty((n, *r.preamble.shape[1:]), r.preamble.dtype)
         xs[i:j], cbs[i:j], labels[i:j] = r.samples, r.codebooks, r.labels
+        if pre is not None:
+            pre[i:j] = r.preamble
         for k, v in r.timings.items():
             timings[k] = timings.get(k, 0.0) + v
         p_tot = r.p_tot
@@ -149,5 +154,5 @@ def transmit_image(tx: Transmitter, img: np.ndarray, snr_db: float, rng: np.rand
             progress(j - i)
     frame = Frame(kind=KIND_TX, channel=channel, bundle_hash=tx.bundle.hash, snr_db=float(snr_db), p_tot=p_tot,
                   noise_var=float(noise_var), image_size=img.shape[:2], tile_size=tx.bundle.tile_size,
-                  n_bits=tx.bundle.n_bits, h=h, samples=xs)
+                  n_bits=tx.bundle.n_bits, h=h, samples=xs, csi=tx.csi if pre is not None else None, preamble=pre)
     return frame, timings, cbs, labels

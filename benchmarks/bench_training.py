@@ -12,7 +12,8 @@ The trainer's robustness options (``--options``), each in its own process on the
 ``default`` (Algorithm 1), ``commit-clean``, ``enc-grad-1``, ``gray`` (Gray flips and
 erasures), ``joint`` (all V decoded every step from the start: stage V's cost from step 0)
 ``joint-draw`` (one codebook per sample: one decoder pass), ``cond`` (the reliability-aware
-decoder) and ``cond-mix`` (it with mixed maps and Gray/erasure noise). The joint schedules only
+decoder), ``cond-mix`` (it with mixed maps and Gray/erasure noise) and ``posterior`` (the
+conditioned decoder fed posterior-mean codewords, Gray noise, erasures on codebook 5). The joint schedules only
 run stage V; the others every requested stage.
 
     python benchmarks/bench_training.py --presets cpu --options default commit-clean enc-grad-1 gray joint joint-draw --stages 1 5 --iters 6 --warmup 2 --out benchmarks/results/training_options.json
@@ -42,6 +43,8 @@ OPTIONS = {
     "joint-draw": {"schedule": "joint-draw"},
     "cond": {"decoder_cond": "codebook"},
     "cond-mix": {"decoder_cond": "codebook", "cond_mix": 0.3, "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.1, 0.3)},
+    "posterior": {"decoder_cond": "codebook", "decoder_input": "posterior", "noise": "gray",
+                  "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)},
 }
 
 

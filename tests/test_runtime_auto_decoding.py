@@ -91,3 +91,27 @@ def test_export_writes_the_recommendation_and_refuses_soft_without_a_prior(bundl
         with pytest.raises(ValueError, match=word):
             export_checkpoint(ck, tmp_path / "x.escmvq", tmp_path / "imgs.npy", **bad, **kw)
     assert not (tmp_path / "x.escmvq").exists()
+
+
+def test_export_distortion_table_for_the_soft_receiver(bundle_dir, tmp_path):
+    """``distortion_for="soft"``: the table (31) recomputed with the posterior-mean reconstruction
+    on the statistics latents (a different table, hence a different identity), named in the
+    manifest; it needs the label prior."""
+    from escmvq.export.pipeline import export_checkpoint
+    from escmvq.training.trainer import synthetic_images
+
+    np.save(tmp_path / "imgs.npy", synthetic_images(48, 32, 2))
+    ck = bundle_dir.parent / "tiny.ckpt"
+    kw = dict(n_calib=16, n_check=16, int8=False, log=lambda m: None, stats_source=tmp_path / "imgs.npy", n_stats=48)
+    hard = export_checkpoint(ck, tmp_path / "h.escmvq", tmp_path / "imgs.npy", **kw)
+    soft_ = export_checkpoint(ck, tmp_path / "s.escmvq", tmp_path / "imgs.npy", distortion_for="soft", **kw)
+    assert soft_.manifest["model"]["distortion_source"].startswith("soft receiver")
+    assert not hard.manifest["model"]["distortion_source"].startswith("soft")
+    dh, ds = (load_bundle(r.path).distortion for r in (hard, soft_))
+    assert soft_.hash != hard.hash and not np.allclose(dh, ds)
+    kw.pop("stats_source")
+    with pytest.raises(ValueError, match="label prior"):
+        export_checkpoint(ck, tmp_path / "x.escmvq", tmp_path / "imgs.npy", distortion_for="soft", **kw)
+    with pytest.raises(ValueError, match="hard or soft"):
+        export_checkpoint(ck, tmp_path / "x.escmvq", tmp_path / "imgs.npy", distortion_for="map", **kw)
+    assert not (tmp_path / "x.escmvq").exists()

@@ -62,6 +62,9 @@ def export_cmd(
     decoding: Optional[str] = typer.Option(
         None, "--decoding", help="Recommend this receiver decoding (hard or soft; soft needs the --stats label prior) "
         "in the manifest: what `--decoding auto`, the receivers' default, then uses. Default: none (hard)."),
+    distortion_for: str = typer.Option(
+        "hard", "--distortion-for", help="Receiver the allocator's distortion table (31) assumes: hard (the paper's, "
+        "from the checkpoint) or soft (posterior-mean reconstruction under the --stats label prior)."),
 ):
     """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
     state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch.
@@ -82,7 +85,7 @@ def export_cmd(
             res = export_checkpoint(checkpoint, out, calib, n_calib=n_calib, n_check=n_check, rate=rate,
                                     method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed,
                                     stats_source=stats, n_stats=n_stats, erasures=erasures, positions=positions,
-                                    decoding=decoding)
+                                    decoding=decoding, distortion_for=distortion_for)
         except ExportError as e:
             if getattr(e, "rows", None):
                 _print_rows(e.rows, stderr=True)

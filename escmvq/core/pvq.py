@@ -31,6 +31,7 @@ __all__ = [
     "transition_logprob",
     "expected_distortion",
     "distortion_table",
+    "posterior_means",
     "bsc",
     "flip_cost",
 ]
@@ -128,37 +129,71 @@ def transition_logprob(sent: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return w @ table.T + const[..., None]
 
 
-def expected_distortion(zs: np.ndarray, codebook: np.ndarray, mu: np.ndarray) -> np.ndarray:
+def expected_distortion(zs: np.ndarray, codebook: np.ndarray, mu: np.ndarray,
+                        recon: np.ndarray | None = None) -> np.ndarray:
     """Per-sample distortion (30): ``E ||z_hat - z||^2`` under the BSC of ``mu``.
 
     ``zs : [batch, N, D]``, ``codebook : [K, D]``, ``mu : [N, B]`` -> ``[batch, N]`` float64.
+    ``recon``: what the receiver makes of each received label at each position, ``[N, K, D]``
+    (e.g. :func:`posterior_means`); None: the codeword itself (hard decoding, the paper's (30)).
     """
     zs = np.asarray(zs, dtype=np.float64)
     cb = np.asarray(codebook, dtype=np.float64)
     q = nearest_codeword(zs, cb)
     p = np.exp(transition_logprob(q, mu))  # [batch, N, K]
-    c2 = (cb * cb).sum(1)  # [K]
-    # sum_k p_k ||c_k - z||^2 = p.||c||^2 - 2 (p C).z + ||z||^2
-    return p @ c2 - 2.0 * ((p @ cb) * zs).sum(-1) + (zs * zs).sum(-1)
+    if recon is None:
+        # sum_k p_k ||c_k - z||^2 = p.||c||^2 - 2 (p C).z + ||z||^2
+        return p @ (cb * cb).sum(1) - 2.0 * ((p @ cb) * zs).sum(-1) + (zs * zs).sum(-1)
+    r = np.asarray(recon, dtype=np.float64)
+    pr = np.einsum("bnk,nkd->bnd", p, r)
+    return np.einsum("bnk,nk->bn", p, (r * r).sum(-1)) - 2.0 * (pr * zs).sum(-1) + (zs * zs).sum(-1)
+
+
+def posterior_means(codebook: np.ndarray, mu: np.ndarray, label_prior: np.ndarray | None = None) -> np.ndarray:
+    """The soft receiver's MMSE estimate of every received label at every position, when the
+    label's bits are decided hard and known to flip with ``mu``: ``E[c_k | r] = sum_k p(k | r) C[k]``
+    with ``p(k | r) ~ prior(k) p(r | k)``, ``p(r | k)`` the channel (24).
+
+    ``codebook : [K, D]``, ``mu : [N, B]``, ``label_prior : [N, K]`` or None (uniform)
+    -> ``[N, K (received label), D]`` float64.
+    """
+    cb = np.asarray(codebook, dtype=np.float64)
+    K = cb.shape[0]
+    N = np.shape(mu)[0]
+    lp = transition_logprob(np.broadcast_to(np.arange(K)[:, None], (K, N)), mu)  # [r, N, k]: log p(r|k)
+    if label_prior is not None:
+        lp = lp + np.log(np.maximum(np.asarray(label_prior, np.float64), 1e-30))[None]
+    lp -= lp.max(-1, keepdims=True)
+    w = np.exp(lp)
+    w /= w.sum(-1, keepdims=True)
+    return np.einsum("rnk,kd->nrd", w, cb)
 
 
 def distortion_table(
-    batches: Iterable[np.ndarray], codebooks: np.ndarray, mu: np.ndarray
+    batches: Iterable[np.ndarray], codebooks: np.ndarray, mu: np.ndarray, label_prior: np.ndarray | None = None,
+    receiver: str = "hard",
 ) -> np.ndarray:
     """Distortion table (31): the training-set mean of (30) per codebook and sub-vector.
 
     ``batches`` yields ``zs : [batch, N, D]`` encoder outputs; ``codebooks : [V, K, D]``,
-    ``mu : [V, N, B]`` -> ``[V, N]`` float64.
+    ``mu : [V, N, B]`` -> ``[V, N]`` float64. ``receiver``: "hard" (the paper's (31): the
+    received label's codeword) or "soft" (its posterior mean under ``label_prior [V, N, K]``,
+    :func:`posterior_means`).
     """
     codebooks = np.asarray(codebooks)
     mu = np.asarray(mu)
     V = codebooks.shape[0]
     if mu.shape[0] != V:
         raise ValueError(f"codebooks and mu disagree on V: {V} vs {mu.shape[0]}")
+    if receiver not in ("hard", "soft"):
+        raise ValueError(f"receiver: expected hard or soft, got {receiver!r}")
+    recon = [None] * V
+    if receiver == "soft":
+        recon = [posterior_means(codebooks[v], mu[v], None if label_prior is None else label_prior[v]) for v in range(V)]
     total = None
     count = 0
     for zs in batches:
-        part = np.stack([expected_distortion(zs, codebooks[v], mu[v]).sum(0) for v in range(V)])
+        part = np.stack([expected_distortion(zs, codebooks[v], mu[v], recon[v]).sum(0) for v in range(V)])
         total = part if total is None else total + part
         count += zs.shape[0]
     if count == 0:

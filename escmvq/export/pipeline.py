@@ -45,14 +45,18 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                       m_max: int = 8, int8: bool = False, trt: bool = False, force: bool = False, seed: int = 0,
                       opset: int = MAX_OPSET, stats_source: str | Path | None = None, n_stats: int = 10000,
                       erasures: bool = True, positions: bool = False, decoding: str | None = None,
-                      log=_log) -> ExportResult:
+                      distortion_for: str = "hard", log=_log) -> ExportResult:
     """``stats_source``: training images (same formats as ``calib_source``) for the label prior,
     the erasure substitute and its distortion (:mod:`escmvq.export.stats`); None: none (the
     bundle then has no prior and no erasure states). ``erasures``: give the exact allocator
     its "not sent" states (needs ``stats_source``). ``positions``: the per-position power
     model and the flip-cost bit layout (exact variant; see ``Allocator``). ``decoding``:
     the receiver decoding to recommend ("hard" | "soft", manifest ``receiver``; what a
-    receiver with ``decoding="auto"`` uses); None: none (such receivers decode hard)."""
+    receiver with ``decoding="auto"`` uses); None: none (such receivers decode hard).
+    ``distortion_for``: the receiver the allocator's distortion table (31) assumes: "hard"
+    (the paper's: the checkpoint's table) or "soft" (recomputed on the ``stats_source``
+    latents with the posterior-mean reconstruction under the label prior,
+    :func:`escmvq.core.pvq.distortion_table`)."""
     import torch
 
     from escmvq.core import pvq
@@ -68,6 +72,11 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         raise ValueError(f"decoding: expected one of {', '.join(RECOMMENDED_DECODINGS)}, got {decoding!r}")
     if decoding == "soft" and stats_source is None:
         raise ValueError("decoding 'soft' needs the label prior: give training images for the statistics")
+    if distortion_for not in ("hard", "soft"):
+        raise ValueError(f"distortion_for: expected hard or soft, got {distortion_for!r}")
+    if distortion_for == "soft" and stats_source is None:
+        raise ValueError("a distortion table for the soft receiver needs the label prior: give training images "
+                         "for the statistics")
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists (pass --force to overwrite)")
@@ -145,6 +154,12 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
             log(f"training-set statistics (label prior, substitute, erasure distortion) from {len(tiles)} tiles")
         elif erasures and variant == "exact":
             log("no --stats images: the bundle gets no label prior and no erasure states")
+        if distortion_for == "soft":
+            distortion = pvq.distortion_table((zs_stats[i:i + 500] for i in range(0, len(zs_stats), 500)),
+                                              codebooks, mu, stats["label_prior"], receiver="soft")
+            dist_source = (f"soft receiver: posterior-mean reconstruction under the label prior, "
+                           f"{len(zs_stats)} tiles of {stats_info['source']}")
+            log(f"distortion table (31) for the soft receiver from {len(zs_stats)} tiles")
         alloc_kw, pos_kw = {}, {}
         if positions and variant == "exact":
             pos_kw = {"positions": True, "flip_cost": pvq.flip_cost(codebooks, None if stats is None else stats["label_prior"])}

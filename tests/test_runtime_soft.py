@@ -143,6 +143,9 @@ def test_maxlog_mode_is_the_existing_demapper_and_modem_gathers_like_core():
     hard = modem.demodulate(y, ob, bo)
     strong = np.abs(got) > 1e-3
     np.testing.assert_array_equal((got < 0)[strong], hard.astype(bool)[strong])
+    assert (hard.dtype, got.dtype, exact.dtype) == (np.uint8, np.float32, np.float32)
+    with pytest.raises(ValueError, match=rf"^noise_var_per_symbol: expected shape \({b}, {T}\), got \({T},\)$"):
+        modem.demodulate_llr(y, ob, bo, nv[0])
 
 
 def test_demodulate_llr_is_zero_where_nothing_is_carried(bundle):

@@ -80,6 +80,10 @@ for target in "${targets[@]}"; do
     # the test data sit next to the checkout (escmvq/export/testing.py: <repo>/../shared); mutmut
     # runs the tests from <work>/mutants, so <work>/shared must point there
     [ -d "$ROOT/../shared" ] && ln -s "$(cd "$ROOT/../shared" && pwd)" "$work/shared"
+    # the tiny bundle below is exported from <work> itself, whose ../shared is not the checkout's
+    if [ -z "${ESCMVQ_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+        export ESCMVQ_DATA="$(cd "$ROOT/../shared/data" && pwd)"
+    fi
     (
         cd "$work"
         tests=$(ls ${MUTATION_TESTS:-$(tests_of "$pkg")} | tr '\n' ' ')

@@ -127,3 +127,54 @@ def test_es_eb_of_the_papers_snr():
     assert np.allclose(es_a, [-5 + 10 * np.log10(2), 10 * np.log10(2)]) and np.array_equal(eb_a, [-5.0, 0.0])
     with pytest.raises(ValueError):
         snr_db_to_es_eb(0.0, 576, 0)
+
+
+def test_draw_layout_pins_the_seeded_stream():
+    """Gains and noise are the generator's standard normals taken in (re, im) pairs, row by row,
+    scaled to CN(0, 1) / CN(0, noise_var): a seed gives the same h and n in every release."""
+    z = np.random.default_rng(5).standard_normal(2 * 3 + 2 * 3 * 4)
+    rng = np.random.default_rng(5)
+    h = channels.rayleigh(rng, 3)
+    np.testing.assert_allclose(h, (z[0:6:2] + 1j * z[1:6:2]) * np.sqrt(0.5), rtol=1e-6)
+    y = channels.apply(np.ones((3, 4)), h, np.zeros(4), rng, noise_var=0.5)  # zero power: noise only
+    np.testing.assert_allclose(y.ravel(), (z[6::2] + 1j * z[7::2]) * 0.5, rtol=1e-6)
+
+
+def test_defaults_scalar_gain_and_two_dimensional_powers():
+    rng = np.random.default_rng(8)
+    y = channels.apply(np.zeros((4, 5000)), 1.0, [1.0] * 5000, rng)  # scalar h, default sigma^2 = 1
+    assert y.shape == (4, 5000) and abs(np.mean(np.abs(y) ** 2) - 1.0) < 0.05
+    p2 = np.array([[1.0, 4.0], [0.0, 9.0]])
+    np.testing.assert_allclose(channels.equalize(np.array([[2, 4], [1, 6]]), 2.0, p2), [[1, 1], [0, 1]])
+    np.testing.assert_allclose(channels.effective_noise_var(np.array([2.0, 1.0]), p2), [[0.25, 1 / 16], [np.inf, 1 / 9]])
+    assert channels.channel_gamma(2.0) == 4.0 and isinstance(channels.channel_gamma(2.0), float)
+    assert channels.awgn_gain(0).shape == (0,) and channels.rayleigh(rng, 0).shape == (0,)
+    h = channels.draw_h(rng, 3, "awgn")
+    assert h.dtype == np.complex64
+    assert channels.snr_db_to_ptot(0.0, 1) == 1.0 and isinstance(channels.snr_db_to_ptot(10.0, 8), float)
+    es, eb = channels.snr_db_to_es_eb(3.0, 1, 1)
+    assert (es, eb) == (3.0, 3.0) and isinstance(es, float) and isinstance(eb, float)
+    es, eb = channels.snr_db_to_es_eb(np.array([0, 10]), 4, 2)
+    assert es.dtype == eb.dtype == np.float64
+
+
+def test_messages():
+    rng = np.random.default_rng(0)
+    bad = [
+        (lambda: channels.awgn_gain(2.5), r"^batch: expected a non-negative int, got 2.5$"),
+        (lambda: channels.rayleigh(42, 3), r"^rng: expected a numpy.random.Generator, got int$"),
+        (lambda: channels.apply(np.ones((1, 2)), 1.0, [1.0, -1.0], rng), r"^powers: expected values >= 0 without NaN$"),
+        (lambda: channels.apply(np.ones((1, 2)), 1.0, [1.0, np.nan], rng), r"^powers: expected values >= 0 without NaN$"),
+        (lambda: channels.apply(np.ones((1, 2)), 1.0, np.ones((1, 1, 2)), rng),
+         r"^powers: expected \[T\] or \[batch, T\], got shape \(1, 1, 2\)$"),
+        (lambda: channels.apply(np.ones(2), 1.0, [1.0, 1.0], rng), r"^s: expected \[batch, T\], got shape \(2,\)$"),
+        (lambda: channels.equalize(np.ones(2), 1.0, [1.0, 1.0]), r"^y: expected \[batch, T\], got shape \(2,\)$"),
+        (lambda: channels.snr_db_to_ptot(0.0, 8, noise_var=0.0), r"^noise_var: expected a finite value > 0, got 0.0$"),
+        (lambda: channels.snr_db_to_ptot(np.nan, 8), r"^snr_db: contains NaN$"),
+    ]
+    for n_bits, n_symbols in ((2.5, 1), (0, 1), (1, 2.5)):
+        bad.append((lambda n_bits=n_bits, n_symbols=n_symbols: channels.snr_db_to_es_eb(0.0, n_bits, n_symbols),
+                    rf"^n_bits, n_symbols: expected positive ints, got {n_bits!r}, {n_symbols!r}$"))
+    for call, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            call()

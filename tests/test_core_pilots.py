@@ -4,6 +4,7 @@ two separate processes."""
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,30 @@ def test_pilots_are_fixed_unit_energy_qpsk():
     assert len(set(np.round(s, 4).tolist())) == 4  # all four QPSK points, so no DC in I or Q
     with pytest.raises(ValueError, match="^n: expected an int >= 1"):
         P.pilot_symbols(0)
+
+
+def test_pilot_sequence_and_argument_messages():
+    # pilot i is the QPSK point of (7 i + 3) mod 4 = 3, 2, 1, 0, ...: bit 0 of it negates I, bit 1 Q
+    np.testing.assert_allclose(P.pilot_symbols(5) * np.sqrt(2), [-1 - 1j, 1 - 1j, -1 + 1j, 1 + 1j, -1 - 1j], atol=1e-6)
+    y, s = np.ones((2, 1), np.complex64), P.pilot_symbols(1)
+    np.testing.assert_allclose(P.estimate_h(y, s, 1.0), [np.conj(s[0])] * 2, rtol=1e-6)  # one pilot is enough
+    bad = [
+        (lambda: P.pilot_symbols(2.5), r"^n: expected an int >= 1, got 2.5$"),
+        (lambda: P.pilot_symbols(True), r"^n: expected an int >= 1, got True$"),
+        (lambda: P.estimate_h(y, s, 0.0), r"^pilot_power: expected a finite value > 0, got 0.0$"),
+        (lambda: P.estimate_h(y, s, np.inf), r"^pilot_power: expected a finite value > 0, got inf$"),
+        (lambda: P.estimate_h(y, s, 1.0, "lmmse", -1.0), r"^noise_var: expected a finite value > 0, got -1.0$"),
+        (lambda: P.estimate_h(np.ones((2, 3)), P.pilot_symbols(2), 1.0), r"^y_pilots \[b, n\] and pilots \[n\] disagree: \(2, 3\) vs \(2,\)$"),
+        (lambda: P.estimate_h(np.ones(2), P.pilot_symbols(2), 1.0), r"^y_pilots \[b, n\] and pilots \[n\] disagree: \(2,\) vs \(2,\)$"),
+        (lambda: P.estimate_h(np.ones((2, 2)), np.ones((1, 2)), 1.0), r"^y_pilots \[b, n\] and pilots \[n\] disagree: \(2, 2\) vs \(1, 2\)$"),
+        (lambda: P.estimate_error_var(4, 1.0, 1.0, "ml"), r"^method: expected one of ls, lmmse, got 'ml'$"),
+        (lambda: P.estimate_error_var(0, 1.0, 1.0), r"^n: expected an int >= 1, got 0$"),
+        (lambda: P.estimate_error_var(4, 0.0, 1.0), r"^pilot_power: expected a finite value > 0, got 0.0$"),
+        (lambda: P.estimate_error_var(4, 1.0, 0.0), r"^noise_var: expected a finite value > 0, got 0.0$"),
+    ]
+    for call, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            call()
 
 
 @pytest.mark.parametrize("n, p, nv", [(8, 4.0, 1.0), (4, 40.0, 1.0), (16, 0.5, 2.0)])
@@ -90,6 +115,29 @@ def test_qpsk_repetition_round_trip_and_soft_combining():
     one = P.qpsk_soft_combine((h[:, None] * x + noise)[:, :11], h, 22, 1)[0]
     three = P.qpsk_soft_combine(h[:, None] * x + noise, h, 22, 3)[0]
     assert np.mean(three != bits) < 0.5 * np.mean(one != bits)
+
+
+def test_qpsk_defaults_decisions_and_messages():
+    bits = np.array([[0, 1, 1, 0]], np.uint8)
+    x = P.qpsk_map(bits)  # one copy by default
+    assert x.shape == (1, 2)
+    got, soft = P.qpsk_soft_combine(0.1 * x, [1.0], 4)  # one copy by default; small soft values keep their sign
+    assert got.dtype == np.uint8 and got.tolist() == bits.tolist() and np.all(np.abs(soft) < 0.1)
+    bad = [
+        (lambda: P.qpsk_map(np.zeros((1, 3), np.uint8)), r"^bits: expected \[b, 2k\] with k >= 1, got shape \(1, 3\)$"),
+        (lambda: P.qpsk_map(np.zeros((1, 0), np.uint8)), r"^bits: expected \[b, 2k\] with k >= 1, got shape \(1, 0\)$"),
+        (lambda: P.qpsk_map(np.zeros(4, np.uint8)), r"^bits: expected \[b, 2k\] with k >= 1, got shape \(4,\)$"),
+        (lambda: P.qpsk_map(np.full((1, 2), 2, np.uint8)), r"^bits: expected values 0 or 1$"),
+        (lambda: P.qpsk_map(bits, 0), r"^repetitions: expected an int >= 1, got 0$"),
+        (lambda: P.qpsk_soft_combine(x, [1.0], 4, 0), r"^repetitions: expected an int >= 1, got 0$"),
+        (lambda: P.qpsk_soft_combine(x, [1.0], 0), r"^n_bits: expected an int >= 1, got 0$"),
+        (lambda: P.qpsk_soft_combine(x, [1.0], 3), r"^n_bits: expected an even count, got 3$"),
+        (lambda: P.qpsk_soft_combine(x, [1.0], 4, 2), r"^y: expected \[b, 4\] \(2 symbols x 2 copies\), got shape \(1, 2\)$"),
+        (lambda: P.qpsk_soft_combine(x, [1.0, 1.0], 4), r"^h_hat: expected \[1\], got shape \(2,\)$"),
+    ]
+    for call, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            call()
 
 
 # ---------------------------------------------------------------- the plan header
@@ -264,3 +312,89 @@ def test_header_wire_layout(alloc):
             reg = ((reg << 1) & 0xFF) ^ (0x07 if fb else 0)
         assert s[lay.payload_bits:lay.payload_bits + 8] == format(reg, "08b")
         assert set(s[lay.payload_bits + 8:]) <= {"0"}
+
+
+def test_layout_bounds_and_fields(alloc):
+    lay = ph.layout_for(alloc, 16)
+    assert (lay.n_states, lay.scale_bits) == (alloc.n_states, 16)
+    for bad in (2.5, True):
+        with pytest.raises(ValueError, match="^scale_bits: expected an int in 0..16"):
+            ph.layout_for(alloc, bad)
+
+
+def test_pack_and_unpack_edge_inputs():
+    # a scalar is one row; any integer dtype (uint64 included); width 0 gives [b, 0]
+    np.testing.assert_array_equal(ph.pack_bits(5, 4), [[0, 1, 0, 1]])
+    np.testing.assert_array_equal(ph.pack_bits(np.array([5, 9], np.uint64), 4), [[0, 1, 0, 1], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(ph.unpack_bits(np.array([[1, 0, 1]], np.uint64)), [5])
+    empty = ph.pack_bits(np.zeros(3, np.int64), 0)
+    assert empty.shape == (3, 0) and empty.dtype == np.uint8
+    none = ph.unpack_bits(empty)
+    assert none.dtype == np.int64
+    np.testing.assert_array_equal(none, [0, 0, 0])
+    with pytest.raises(ValueError, match=r"^values: expected ints in 0\.\.15$"):
+        ph.pack_bits([16], 4)
+    with pytest.raises(ValueError, match=r"^bits: expected \[b, n\], got shape \(8,\)$"):
+        ph.crc8(np.zeros(8, np.uint8))
+
+
+def test_header_gamma_messages_and_bounds(alloc):
+    n = alloc.n_states
+    with pytest.raises(ph.HeaderError, match=rf"^plan header names state {n}, the allocator has {n} \(0..{n - 1}\)$"):
+        ph.header_gamma(alloc, 576.0, n, 0, 4)
+    for j in (16, 17):  # j = 2^q would divide by zero
+        with pytest.raises(ph.HeaderError, match=rf"^plan header power scale {j} out of range for 4 bits$"):
+            ph.header_gamma(alloc, 576.0, 0, j, 4)
+    # gamma_q of 0 or inf is a header failure, not an allocator error
+    with pytest.raises(ph.HeaderError, match="describes no plan"):
+        ph.header_gamma(alloc, math.inf, 0, 0, 4)
+    lay = ph.layout_for(alloc)
+    payload = np.concatenate([ph.pack_bits([n - 1], lay.state_bits), ph.pack_bits([0], lay.scale_bits)], axis=1)
+    bits = np.concatenate([payload, ph.crc8(payload), np.zeros((1, 1), np.uint8)], axis=1)
+    gq, ok, why = ph.decode_headers(alloc, 1e-306, bits, lay)  # thresholds[-1] / 1e-306 overflows
+    assert not ok[0] and "describes no plan" in why[0][1]
+
+
+class _HoleyAllocator:
+    """Two states, thresholds 1 and 8, except that budgets in [1.05, 1.1) and [1.7, 1.9) belong
+    to state 1: holes in state 0 that a rounded-down power scale can fall into."""
+    n_states = 2
+    thresholds = np.array([1.0, 8.0])
+
+    def state_index(self, p_tot, gamma):
+        b = p_tot * gamma
+        return int(b >= 8.0 or 1.05 <= b < 1.1 or 1.7 <= b < 1.9)
+
+
+def test_quantize_budget_steps_down_out_of_a_hole():
+    a = _HoleyAllocator()
+    # floor(16 (1 - 1/1.95)) = 7 gives the budget 16/9, in the hole; 6 gives 1.6, in state 0
+    assert ph.quantize_budget(a, 1.0, 1.95, 4) == (0, 6)
+    # floor(16 (1 - 1/1.12)) = 1 lands in the hole (16/15); j = 0 is the threshold itself
+    assert ph.quantize_budget(a, 1.0, 1.12, 4) == (0, 0)
+    assert ph.quantize_budget(a, 1.0, 1.08, 4) == (1, 0)
+
+
+@pytest.mark.parametrize("p_tot", [3.0, 49.0, 10.0, 0.7, 5760.0, 1e-3])
+def test_header_gamma_is_the_smallest_double_reaching_the_budget(p_tot):
+    """j = 0 and j = 8 of 4 bits give the dyadic budgets 1 and 2 of the threshold 1: gamma_q is
+    the smallest double whose budget P_tot * gamma_q reaches them."""
+    a = _HoleyAllocator()
+    for j, bq in ((0, 1.0), (8, 2.0)):
+        g = ph.header_gamma(a, p_tot, 0, j, 4)
+        assert p_tot * g >= bq and p_tot * math.nextafter(g, 0.0) < bq
+
+
+def test_decode_headers_judges_each_row_alone(alloc):
+    lay = ph.layout_for(alloc)
+    assert lay.n_bits == lay.payload_bits + ph.CRC_BITS + 1  # one pad bit
+    bits, gq = ph.encode_headers(alloc, 576.0, [0.5, 1.0, 2.0, 4.0], lay)
+    bits[1, lay.payload_bits] ^= 1  # a CRC bit
+    bits[2, -1] = 1  # the pad
+    gq2, ok, why = ph.decode_headers(alloc, 576.0, bits, lay)
+    assert ok.dtype == bool and ok.tolist() == [True, False, False, True]
+    assert why == [(1, "plan header CRC-8 mismatch"), (2, "plan header CRC-8 mismatch")]
+    assert gq2[0] == gq[0] and gq2[3] == gq[3] and np.isnan(gq2[1:3]).all()
+    # one tile's gamma as a plain float is a batch of one
+    one, _ = ph.encode_headers(alloc, 576.0, 0.5, lay)
+    np.testing.assert_array_equal(one, bits[:1])

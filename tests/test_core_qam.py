@@ -164,3 +164,75 @@ def test_bad_input():
         qam.map_frame(np.zeros((1, 6), np.uint8), np.array([2, 2]), np.arange(4))
     with pytest.raises(ValueError, match="orders"):
         qam.demap_frame(np.zeros((1, 2), np.complex64), np.array([3, 1]), np.arange(4))
+
+
+def test_axis_amplitude_rule():
+    """The per-axis TS 38.211 amplitude of every label (MSB first) of QPSK, 16-, 64- and
+    256-QAM, in units of half the level spacing (the cached tables are built from it once)."""
+    want = {1: [1], 2: [1, 3], 3: [3, 1, 5, 7], 4: [5, 7, 3, 1, 11, 9, 13, 15]}  # labels 0.., then their negatives
+    for k, mags in want.items():
+        labels = ((np.arange(1 << k)[:, None] >> (k - 1 - np.arange(k))) & 1).astype(np.uint8)
+        amp = qam._axis_amplitude(labels)
+        assert amp.dtype == np.int64
+        np.testing.assert_array_equal(amp, mags + [-a for a in mags])
+
+
+def test_pam_labels_gray_and_ascending():
+    np.testing.assert_array_equal(qam.pam_labels(2), [[1], [0]])
+    np.testing.assert_array_equal(qam.pam_labels(4), [[1, 1], [1, 0], [0, 0], [0, 1]])
+    assert qam.pam_labels(4).dtype == np.uint8
+    with pytest.raises(ValueError, match=r"^m: expected one of \(2, 4, 6, 8\), got 3$"):
+        qam.pam_labels(3)
+
+
+def test_messages_and_output_dtypes():
+    y = np.array([0.3 - 0.9j, -1.2 + 0.1j])
+    assert qam.demap_hard(y, 4).dtype == np.uint8
+    with pytest.raises(ValueError, match=r"^m: expected one of \(2, 4, 6, 8\), got 'x'$"):
+        qam.constellation("x")
+    with pytest.raises(ValueError, match=r"^bits: expected an integer/bool array of 0/1, got dtype float64$"):
+        qam.map_bits(np.zeros((1, 2)), 2)
+    with pytest.raises(ValueError, match=r"^mode: expected one of exact, maxlog, got 'soft'$"):
+        qam.demap_llr(y, 4, 1.0, "soft")
+    with pytest.raises(ValueError, match=r"^noise_var: expected values > 0 \(inf allowed\), got NaN or <= 0$"):
+        qam.demap_llr(y, 4, np.nan)
+    with pytest.raises(ValueError, match=r"^noise_var: shape \(3,\) does not broadcast to y's shape \(2,\)$"):
+        qam.demap_llr(y, 4, np.ones(3))
+    bits = np.zeros((1, 4), np.uint8)
+    bad = [  # (call, message)
+        (lambda: qam.map_frame(bits[0], [2, 2], np.arange(4)), r"^bits: expected \[batch, L\], got shape \(4,\)$"),
+        (lambda: qam.map_frame(bits, [[2, 2]], np.arange(4)), r"^orders: expected a 1-D integer array, got shape \(1, 2\) dtype int64$"),
+        (lambda: qam.map_frame(bits, [2.0, 2.0], np.arange(4)), r"^orders: expected a 1-D integer array, got shape \(2,\) dtype float64$"),
+        (lambda: qam.map_frame(bits, [1, 3], np.arange(4)), r"^orders: values must be in \(2, 4, 6, 8\), got \[1, 3\]$"),
+        (lambda: qam.map_frame(bits, [2, 2], np.arange(4)[None]), r"^bit_order: expected a 1-D integer array, got shape \(1, 4\)$"),
+        (lambda: qam.map_frame(bits, [2, 2], np.arange(4.0)), r"^bit_order: expected a 1-D integer array, got shape \(4,\)$"),
+        (lambda: qam.map_frame(bits, [2, 2], np.arange(3)), r"^bit_order: has 3 entries but sum\(orders\) = 4$"),
+        (lambda: qam.map_frame(bits, [2, 2], [0, 1, 1, 3]), r"^bit_order: expected a permutation of 0..L-1$"),
+        (lambda: qam.demap_frame(y, [2, 2], np.arange(4)), r"^y: expected \[batch, T\], got shape \(2,\)$"),
+        (lambda: qam.demap_frame(y[None], [2, 2, 2], np.arange(6)), r"^y: has 2 symbols but orders has 3$"),
+    ]
+    for call, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            call()
+
+
+def test_frame_demappers_keep_dtype_mode_and_batch():
+    rng = np.random.default_rng(7)
+    orders, bit_order = np.array([4, 2, 6]), rng.permutation(12)
+    bits = rng.integers(0, 2, (3, 12), dtype=np.uint8)
+    y = qam.map_frame(bits, orders, bit_order) + 0.3 * (rng.standard_normal((3, 3)) + 1j * rng.standard_normal((3, 3)))
+    hard = qam.demap_frame(y, orders, bit_order)
+    assert hard.dtype == np.uint8 and hard.shape == (3, 12)
+    nv = np.array([0.2, 0.5, 0.1])
+    for mode in qam.LLR_MODES:
+        llr = qam.demap_frame_llr(y, orders, bit_order, nv, mode)
+        assert llr.dtype == np.float32
+        # symbol 0 (16-QAM) carries bits bit_order[0:4], symbol 2 (64-QAM) bit_order[6:12]
+        np.testing.assert_array_equal(llr[:, bit_order[:4]], qam.demap_llr(y[:, 0], 4, nv[0], mode))
+        np.testing.assert_array_equal(llr[:, bit_order[6:]], qam.demap_llr(y[:, 2], 6, nv[2], mode))
+    # exact LLRs of a [batch, T] block (not square) equal those of each row
+    full = qam.demap_llr(y[:, :2], 6, 0.3, "exact")
+    for r in range(3):
+        np.testing.assert_array_equal(full[r], qam.demap_llr(y[r, :2], 6, 0.3, "exact"))
+    assert qam.frame_slices(np.zeros(0, np.int64)) == []
+    assert qam.map_frame(np.zeros((2, 0), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (2, 0)

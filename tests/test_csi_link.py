@@ -121,6 +121,57 @@ def test_csi_config_checks():
             CsiConfig(**kw)
 
 
+
+def test_csi_config_bounds_power_and_description():
+    from escmvq.runtime.csi import CsiConfig, check_csi
+
+    for kw in ({"pilots": 1, "repetitions": 1, "scale_bits": 0}, {"pilots": 4096, "repetitions": 4096, "scale_bits": 16},
+               {"pilot_power": 0.5}):
+        CsiConfig(**kw)
+    for kw, msg in (({"pilots": 4097}, r"^pilots: expected an int in 1..4096, got 4097$"),
+                    ({"repetitions": 2.5}, r"^repetitions: expected an int in 1..4096, got 2.5$"),
+                    ({"pilots": True}, r"^pilots: expected an int in 1..4096, got True$"),
+                    ({"pilot_power": 0.0}, r"^pilot_power: expected a finite value > 0, got 0.0$"),
+                    ({"estimator": "ml"}, r"^estimator: expected one of ls, lmmse, got 'ml'$"),
+                    ({"scale_bits": 17}, r"^scale_bits: expected an int in 0..16, got 17$"),
+                    ({"scale_bits": 2.5}, r"^scale_bits: expected an int in 0..16, got 2.5$")):
+        with pytest.raises(ValueError, match=msg):
+            CsiConfig(**kw)
+    with pytest.raises(ValueError, match=r"^csi: expected one of perfect, pilots or a CsiConfig, got 3$"):
+        check_csi(3)
+    assert CsiConfig().power(10.0, 4) == 2.5 and CsiConfig(pilot_power=2.0).power(10.0, 4) == 2.0
+    alloc = type("A", (), {"n_states": 288})()
+    assert CsiConfig().describe(alloc, 100) == {"mode": "perfect", "overhead_channel_uses": 0, "channel_uses_per_tile": 100}
+    common = {"mode": "pilots", "pilots": 8, "estimator": "ls", "header_bits": 22, "header_repetitions": 3,
+              "header_channel_uses": 33, "pilot_channel_uses": 8, "overhead_channel_uses": 41, "data_channel_uses": 100,
+              "channel_uses_per_tile": 141, "overhead_fraction": 0.41}
+    assert CsiConfig("pilots").describe(alloc, 100) == {
+        **common, "pilot_power": "P_tot/T", "header_fields": {"state": 9, "scale": 4, "crc8": 8, "pad": 1},
+        "overhead_energy_fraction": 0.41}
+    assert CsiConfig("pilots", pilot_power=2.0, scale_bits=5).describe(alloc, 100) == {
+        **common, "pilot_power": 2.0, "header_fields": {"state": 9, "scale": 5, "crc8": 8, "pad": 0}}
+
+
+def test_preamble_with_lmmse_and_a_wider_scale_field(ends):
+    from escmvq.core import pilots
+    from escmvq.runtime.csi import CsiConfig, PreambleRx, PreambleTx
+
+    alloc, T, p_tot, nv = ends[0].bundle.allocator, 100, 576.0, 0.5
+    cfg = CsiConfig("pilots", estimator="lmmse", scale_bits=6)
+    tx, rx = PreambleTx(alloc, cfg, T), PreambleRx(alloc, cfg, T)
+    assert rx.layout.scale_bits == 6 and rx.n_preamble == 8 + rx.layout.n_symbols * 3
+    pre, gq = tx.make(p_tot, np.array([1.0, 40.0]))
+    h = np.array([0.8 + 0.1j, -0.5 + 0.5j])
+    y = h[:, None] * pre  # no noise: the estimate still shrinks by n p / (n p + sigma^2)
+    got = rx.read(y, p_tot, nv)
+    pp = cfg.power(p_tot, T)
+    assert got.ok.all() and np.array_equal(got.gamma_q, gq)
+    np.testing.assert_allclose(got.h_hat, pilots.estimate_h(y[:, :8], pilots.pilot_symbols(8), pp, "lmmse", nv), rtol=1e-6)
+    assert got.error_var == pilots.estimate_error_var(8, pp, nv, "lmmse")
+    with pytest.raises(ValueError, match=rf"^preamble: expected \[b, {rx.n_preamble}\] samples, got shape \(2, 5\)$"):
+        rx.read(np.ones((2, 5), np.complex64), p_tot, nv)
+
+
 # ---------------------------------------------------------------- the command line
 @pytest.fixture
 def work(tmp_path, monkeypatch, crop):

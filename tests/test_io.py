@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -156,6 +157,27 @@ def test_psnr_chunks_large_uint8_images_exactly():
     b = rng.integers(0, 256, a.shape, dtype=np.uint8)
     d = a.astype(np.int64) - b
     assert psnr(a, b) == 10.0 * np.log10(255.0**2 / (int(np.sum(d * d)) / a.size))
+
+
+def test_psnr_of_mixed_dtypes_narrow_rows_and_2d_batches():
+    # non-integer differences: exact float64 whatever the mix of dtypes (no integer truncation)
+    x, zero8 = np.full(4, 0.3), np.zeros(4, np.uint8)
+    want = 10 * np.log10(1 / 0.09)  # MAX = 1, MSE = 0.3^2
+    for a, b in ((x, zero8), (zero8, x), (np.full(4, 0.7), np.full(4, 0.4))):
+        assert psnr(a, b, 1.0) == pytest.approx(want)
+    # uint8 rows narrower than 8 values, and a single row, on the integer path
+    rng = np.random.default_rng(6)
+    for shape in ((5, 3), (1, 40)):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        b = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert psnr(a, b) == psnr(a.astype(np.float64), b.astype(np.float64))
+    # any [n, ...] batch, 2-D included; identical images cap without a divide warning
+    a = rng.integers(0, 256, (3, 10), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psnr_batch(a, a).tolist() == [PSNR_CAP] * 3
+    with pytest.raises(ValueError, match=r"^psnr_batch: expected \[n, ...\] arrays, got shape \(3,\)$"):
+        psnr_batch(a[0, :3], a[0, :3])
 
 
 # --- figures -----------------------------------------------------------------------

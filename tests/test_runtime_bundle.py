@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_corrupt_engine_file_refused(copy):
         load_bundle(copy)
 
 
-@pytest.mark.parametrize("name", ["../x", "..\\x", "sub/x", "/tmp/x", ".x", "./x"])
+@pytest.mark.parametrize("name", ["../x", "..\\x", "sub\\x", "sub/x", "/tmp/x", ".x", "./x"])
 def test_manifest_entry_outside_the_bundle_refused(copy, name):
     """A manifest may only name files inside its folder, even when the named file exists and
     matches its hash (``../x`` next to the bundle)."""
@@ -134,7 +135,7 @@ def test_manifest_entry_outside_the_bundle_refused(copy, name):
 
     outside = copy.parent / "x"  # what "../x" points at
     outside.write_bytes(b"not part of the bundle")
-    inside = {"..\\x": copy / "..\\x", ".x": copy / ".x", "./x": copy / "x"}.get(name)
+    inside = {"..\\x": copy / "..\\x", "sub\\x": copy / "sub\\x", ".x": copy / ".x", "./x": copy / "x"}.get(name)
     if inside is not None:  # the named file exists too: only the name check can refuse it
         inside.write_bytes(outside.read_bytes())
     m = _manifest(copy)
@@ -142,3 +143,121 @@ def test_manifest_entry_outside_the_bundle_refused(copy, name):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="outside the bundle"):
         load_bundle(copy)
+
+
+def test_graph_file_names_and_messages():
+    from escmvq.runtime.bundle import graph_file
+
+    assert [graph_file("encoder"), graph_file("decoder", "int8"), graph_file("decoder", "fp16", engine=True)] == [
+        "encoder.onnx", "decoder.int8.onnx", "decoder.fp16.engine"]
+    with pytest.raises(ValueError, match=r"^part: expected one of encoder, decoder, got 'head'$"):
+        graph_file("head")
+    with pytest.raises(ValueError, match=r"^TensorRT engines are fp16, got precision 'fp32'$"):
+        graph_file("encoder", engine=True)
+
+
+def test_canonical_json_and_parameter_bytes():
+    from escmvq.runtime.bundle import canonical_json, default_bundle_path, parameter_bytes
+
+    assert canonical_json({"b": [1, 2.5], "a": "\u00e9"}) == b'{"a":"\\u00e9","b":[1,2.5]}'
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+    files = {"encoder.onnx": {"bytes": 10}, "decoder.onnx": {"bytes": "20"}, "tables.npz": {"bytes": 5},
+             "allocator.npz": {"bytes": 1000}, "decoder.int8.onnx": {"bytes": 1000}}
+    assert parameter_bytes({"files": files}) == 35
+    assert default_bundle_path().parts[-2:] == ("models", "default") and (default_bundle_path() / "manifest.json").is_file()
+
+
+def test_decoder_feed_with_and_without_the_codebook_map():
+    import numpy as np
+
+    from escmvq.core.pvq import codebook_map
+    from escmvq.runtime.bundle import decoder_feed
+
+    zq = np.arange(24, dtype=np.float64).reshape(2, 2, 2, 3).transpose(0, 3, 1, 2)  # [b=2, D=3, h=2, w=2], strided
+    plain = decoder_feed(zq, 0, 2, cond=False)
+    assert list(plain) == ["z"] and plain["z"].dtype == np.float32 and plain["z"].flags.c_contiguous
+    np.testing.assert_array_equal(plain["z"], zq)
+    cbs = np.array([[0, 2, 1, 2], [1, 1, 0, 2]])
+    feed = decoder_feed(zq, cbs, 2, cond=True)
+    assert sorted(feed) == ["cond", "z"] and feed["cond"].shape == (2, 3, 2, 2)
+    np.testing.assert_array_equal(feed["cond"], codebook_map(cbs, 2, 2, 2))
+    np.testing.assert_array_equal(decoder_feed(zq, 1, 2, cond=True)["cond"], codebook_map(np.ones((2, 4), int), 2, 2, 2))
+
+
+def test_loaded_tables_are_the_files_in_their_dtypes(bundle_dir):
+    import numpy as np
+
+    b = load_bundle(bundle_dir)
+    with np.load(bundle_dir / "tables.npz") as t, np.load(bundle_dir / "allocator.npz") as a:
+        for name, dtype in (("codebooks", np.float32), ("mu", np.float32), ("distortion", np.float64),
+                            ("label_prior", np.float32), ("latent_mean", np.float32), ("erasure_distortion", np.float64)):
+            got = getattr(b, name)
+            if name in t.files:
+                assert got.dtype == dtype, name
+                np.testing.assert_array_equal(got, t[name].astype(dtype), err_msg=name)
+            else:
+                assert got is None, name
+        assert sorted(b.allocator_state) == sorted(a.files)
+
+
+def test_optional_statistics_are_loaded_and_checked(copy):
+    import numpy as np
+
+    m = _manifest(copy)["model"]
+    V, K, D, N = (int(m[k]) for k in ("V", "K", "D", "N"))
+    with np.load(copy / "tables.npz") as t:
+        tables = dict(t)
+    rng = np.random.default_rng(0)
+    stats = {"label_prior": rng.dirichlet(np.ones(K), (V, N)), "latent_mean": rng.standard_normal((N, D)),
+             "erasure_distortion": rng.uniform(1, 2, N).astype(np.float32)}
+    np.savez(copy / "tables.npz", **tables, **stats)
+    b = load_bundle(copy, verify=False)  # the sha256 no longer matches: checked elsewhere
+    for name, want in stats.items():
+        got = getattr(b, name)
+        assert got.dtype == (np.float64 if name == "erasure_distortion" else np.float32), name
+        np.testing.assert_array_equal(got, want.astype(got.dtype), err_msg=name)
+    for bad in (np.full((N, D), np.nan), np.zeros((N, D + 1))):
+        np.savez(copy / "tables.npz", **tables, latent_mean=bad)
+        with pytest.raises(BundleError, match=rf"^{re.escape(str(copy))}: tables.npz latent_mean has shape \({bad.shape[0]}, {bad.shape[1]}\) "
+                                              rf"\(expected \({N}, {D}\)\) or non-finite values$"):
+            load_bundle(copy, verify=False)
+
+
+def test_each_manifest_and_table_problem_has_its_message(copy):
+    import numpy as np
+
+    from escmvq.runtime.bundle import default_bundle_path
+
+    p = str(copy)
+    good = _manifest(copy)
+    with np.load(copy / "tables.npz") as t:
+        tables = dict(t)
+    m = good["model"]
+    V, N = int(m["V"]), int(m["N"])
+    cases = [  # (manifest, tables, message after "<path>: ")
+        ([1, 2], None, "not an escmvq-bundle manifest"),
+        ({**good, "format": "other"}, None, "not an escmvq-bundle manifest"),
+        ({**good, "files": ["encoder.onnx"]}, None, r"manifest lacks required files \("),
+        ({**good, "files": {k: v for k, v in good["files"].items() if k != "allocator.npz"}}, None,
+         r"manifest lacks required files \("),
+        (good, {**tables, "distortion": np.zeros((V, N + 1))}, "tables.npz shapes disagree with the manifest"),
+        (good, {**tables, "mu": tables["mu"][:, :-1]}, "tables.npz shapes disagree with the manifest"),
+        (good, {**tables, "codebooks": tables["codebooks"][:, :-1]}, "tables.npz shapes disagree with the manifest"),
+        (good, {**tables, "evil": np.array([{}], dtype=object)}, r"unreadable tables \("),  # no pickles
+    ]
+    for manifest, tabs, msg in cases:
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        np.savez(copy / "tables.npz", **(tabs if tabs is not None else tables))
+        with pytest.raises(BundleError, match=rf"^{re.escape(p)}: {msg}"):
+            load_bundle(copy, verify=False)
+    (copy / "manifest.json").write_text(json.dumps(good))
+    np.savez(copy / "tables.npz", **tables)
+    b = load_bundle(copy, verify=False)
+    assert b.file("tables.npz") == copy / "tables.npz"
+    (copy / "manifest.json").write_text(json.dumps({**good, "files": {**good["files"], "tables.npz": {"bytes": 1}}}))
+    with pytest.raises(BundleError, match=rf"^{re.escape(p)}: tables.npz has \d+ bytes, manifest says 1 \(corrupt"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match=r": not a bundle \(no manifest.json\)$"):
+        load_bundle(copy / "nowhere")
+    assert load_bundle(None, verify=False).path == default_bundle_path()

@@ -145,6 +145,9 @@ def test_maxlog_mode_is_the_existing_demapper_and_modem_gathers_like_core():
     hard = modem.demodulate(y, ob, bo)
     strong = np.abs(got) > 1e-3
     np.testing.assert_array_equal((got < 0)[strong], hard.astype(bool)[strong])
+    assert (hard.dtype, got.dtype, exact.dtype) == (np.uint8, np.float32, np.float32)
+    with pytest.raises(ValueError, match=rf"^noise_var_per_symbol: expected shape \({b}, {T}\), got \({T},\)$"):
+        modem.demodulate_llr(y, ob, bo, nv[0])
 
 
 def test_demodulate_llr_is_zero_where_nothing_is_carried(bundle):
@@ -177,27 +180,42 @@ def test_label_log_posterior_matches_the_bitwise_probabilities():
     np.testing.assert_allclose(lp - lp[:, :1], ref - ref[:, :1], rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("with_prior", [False, True])
-@pytest.mark.parametrize("b", [2, 16])  # 2 x 64 rows: per-row prior path; 16 x 64: batched over positions
-def test_decode_soft_is_the_posterior_mean_and_map(bundle, with_prior, b):
-    rng = np.random.default_rng(4)
-    V, K, D = bundle.codebooks.shape
-    N, B = int(bundle.model["N"]), int(bundle.model["B"])
+def _check_decode_soft(codebooks, N, B, b, with_prior, llr_scale, rng):
+    """decode_soft against the posterior mean and MAP computed here in float64."""
+    V, K, D = codebooks.shape
     prior = rng.dirichlet(np.full(K, 0.3), (V, N)).astype(np.float32) if with_prior else None
-    tables = soft.SoftTables(bundle.codebooks, prior, None, N)
-    llr = (rng.standard_normal((b, N, B)) * rng.uniform(0, 12, (b, N, 1))).astype(np.float32)
+    tables = soft.SoftTables(codebooks, prior, None, N)
+    llr = (rng.standard_normal((b, N, B)) * llr_scale).astype(np.float32)
     cbs = rng.integers(0, V, (b, N))
     lik = soft.label_log_posterior(llr.reshape(-1, B)).astype(np.float64)
     lp = lik + (np.log(prior[cbs.ravel(), np.tile(np.arange(N), b)]) if with_prior else 0.0)
     post = softmax(lp, 1)
-    ref = np.einsum("nk,nkd->nd", post, bundle.codebooks[cbs.ravel()].astype(np.float64)).reshape(b, N, D)
+    ref = np.einsum("nk,nkd->nd", post, codebooks[cbs.ravel()].astype(np.float64)).reshape(b, N, D)
     z, labels = soft.decode_soft(llr, cbs, tables, "mmse")
     assert z.shape == (b, N, D) and z.dtype == np.float32 and labels.dtype == np.int64
     np.testing.assert_allclose(z, ref, atol=2e-5)
     np.testing.assert_array_equal(labels.ravel(), lik.argmax(1))  # mmse reports the bitwise decisions
     zm, lm = soft.decode_soft(llr, cbs, tables, "map")
     np.testing.assert_array_equal(lm.ravel(), post.argmax(1))
-    np.testing.assert_array_equal(zm, bundle.codebooks[cbs, lm])
+    np.testing.assert_array_equal(zm, codebooks[cbs, lm])
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+@pytest.mark.parametrize("b", [2, 16])  # 2 x 64 rows: per-row prior path; 16 x 64: batched over positions
+def test_decode_soft_is_the_posterior_mean_and_map(bundle, with_prior, b):
+    rng = np.random.default_rng(4)
+    N, B = int(bundle.model["N"]), int(bundle.model["B"])
+    _check_decode_soft(bundle.codebooks, N, B, b, with_prior, rng.uniform(0, 12, (b, N, 1)), rng)
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+@pytest.mark.parametrize("b", [2, 200])  # 2 x 3 rows: per-row path; 200 x 3: batched over positions
+def test_decode_soft_with_an_even_bit_count_and_mixed_llr_scales(with_prior, b):
+    """B = 4 splits into equal halves (the shipped B = 9 does not), and rows whose LLRs differ
+    by far more than the clamp (100 vs 0.05 per bit) are each weighed on their own scale."""
+    rng = np.random.default_rng(5)
+    codebooks = rng.standard_normal((2, 16, 3)).astype(np.float32)
+    _check_decode_soft(codebooks, 3, 4, b, with_prior, rng.choice([0.05, 100.0], (b, 3, 1)), rng)
 
 
 def test_no_evidence_gives_the_prior_mean_codeword(bundle):
@@ -463,3 +481,16 @@ def test_compare_receivers_times_both_on_the_same_transmissions(bundle):
     assert r["receivers"]["hard"]["stages"]["encode"] == r["receivers"]["soft"]["stages"]["encode"]
     assert set(r["vs_hard"]["soft"]) == {"e2e_median_ms_added", "e2e_median_ratio", "throughput_ratio",
                                          "paired_added_ms_median"}
+
+
+def test_prior_table_normalises_rows_and_checks_its_input():
+    lp = soft.log_prior_table(np.array([[[2.0, 6.0], [1.0, 0.0]]]))  # [V=1, N=2, K=2], unnormalised
+    assert lp.dtype == np.float32
+    np.testing.assert_allclose(np.exp(lp), [[[0.25, 0.75], [1.0, 1e-30]]], rtol=1e-6)
+    with pytest.raises(ValueError, match="^label_prior: a row sums to 0$"):
+        soft.log_prior_table(np.array([[[0.5, 0.5], [0.0, 0.0]]]))
+    with pytest.raises(ValueError, match="^codebooks: K = 6 is not a power of 2$"):
+        soft.SoftTables(np.zeros((1, 6, 2)), None, None, 2)
+    tables = soft.SoftTables(np.zeros((1, 4, 2)), None, None, 2)
+    with pytest.raises(ValueError, match="^estimate: expected one of mmse, map, got 'mean'$"):
+        soft.decode_soft(np.zeros((1, 2, 2), np.float32), np.zeros((1, 2), np.int64), tables, "mean")

@@ -9,7 +9,8 @@
 #   core      escmvq/core/*                                   tests/test_core_*.py
 #   runtime   escmvq/runtime/*                                tests/test_runtime_*.py tests/test_cli_txrx.py
 #   training  escmvq/training/losses.py, escmvq/training/model.py
-#                                     tests/test_train_{losses,model,quantizer}.py tests/test_training_baselines.py
+#                                     tests/test_train_{losses,model,quantizer,options}.py tests/test_training_baselines.py
+#                                     tests/test_decoder_{cond,input}.py
 #
 # Each target runs in a scratch copy of the working tree (tracked and untracked files, not
 # the ignored ones), with a setup.cfg [mutmut] section written there (pyproject.toml is
@@ -59,14 +60,16 @@ tests_of() {  # package -> test files (globs expanded in the scratch copy)
     case "$1" in
         core) echo "tests/test_core_*.py" ;;
         runtime) echo "tests/test_runtime_*.py tests/test_cli_txrx.py" ;;
-        training) echo "tests/test_train_losses.py tests/test_train_model.py tests/test_train_quantizer.py tests/test_training_baselines.py" ;;
+        training) echo "tests/test_train_losses.py tests/test_train_model.py tests/test_train_quantizer.py tests/test_training_baselines.py tests/test_train_options.py tests/test_decoder_cond.py tests/test_decoder_input.py" ;;
     esac
 }
 
 # tests left out of every mutant run: minutes each (they train and export whole baselines),
-# and covered by the faster tests of the same code
+# and covered by the faster tests of the same code; and tests of the shipped model zoo, which
+# mutmut's copy of the tree (mutants/) does not hold
 SLOW_TESTS=(
     "tests/test_training_baselines.py::test_train_baselines_command_trains_exports_skips_and_reports"
+    "tests/test_decoder_cond.py::test_the_default_bundle_is_reliability_aware_and_links"
 )
 
 mkdir -p "$OUT"

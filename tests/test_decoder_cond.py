@@ -258,3 +258,22 @@ def test_the_default_bundle_is_reliability_aware_and_links():
     mse = np.mean((np.clip(out.tiles, 0, 1) - x01) ** 2)
     assert 10 * np.log10(1 / mse) > 22.0
     assert np.array_equal(out.codebooks, s.codebooks) and np.array_equal(out.labels, s.labels)
+
+
+def test_maps_are_mixed_from_stage_two_on(monkeypatch):
+    """Mixing needs two codebooks: at stage 2 about cond_mix / 2 of each pass's sub-vectors come
+    from the other codebook (and none at stage 1)."""
+    for stage, lo, hi in ((2, 0.2, 0.4), (1, -0.01, 0.0)):
+        m = _model(**COND, cond_mix=0.6)
+        seen = _capture(monkeypatch, m)
+        m(torch.randn(6, 3, 32, 32), stage, 0.5, torch.Generator().manual_seed(4))
+        (_, cond), = seen
+        lab = Q.to_subvectors(cond).argmax(-1)  # [stage*6, N]
+        own = torch.arange(stage).repeat_interleave(6)[:, None]
+        assert lo < float((lab != own).float().mean()) <= hi
+
+
+def test_a_conditioned_decoder_without_its_map_is_refused():
+    m = _model(**COND)
+    with pytest.raises(ValueError, match="reliability-aware: it needs the codebook map"):
+        m.decoder(torch.zeros(1, 4, 8, 8))

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-
-from dataclasses import replace
 
 from escmvq.core import channels, pvq, qam
 from escmvq.core.channels import channel_gamma
@@ -157,9 +155,11 @@ class Receiver:
                 or frame.n_bits != self.bundle.n_bits:
             raise FrameMismatch(f"frame shapes (tile {frame.tile_size}, T={frame.n_symbols}, L={frame.n_bits}) "
                                 f"do not match the bundle")
-        if frame.estimated and frame.header_symbols != self.preamble_for(frame.csi).layout.n_symbols:
-            raise FrameMismatch(f"frame's plan header has {frame.header_symbols} QPSK symbols per copy, this bundle's "
-                                f"allocator needs {self.preamble_for(frame.csi).layout.n_symbols}")
+        if frame.estimated:
+            need = self.preamble_for(frame.csi).layout.n_symbols
+            if frame.header_symbols != need:
+                raise FrameMismatch(f"frame's plan header has {frame.header_symbols} QPSK symbols per copy, this "
+                                    f"bundle's allocator needs {need}")
 
     def preamble_for(self, csi: CsiConfig) -> PreambleRx:
         """The receiving side of a transmitter's preamble settings (pilots, header copies and

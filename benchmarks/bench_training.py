@@ -12,8 +12,10 @@ The trainer's robustness options (``--options``), each in its own process on the
 ``default`` (Algorithm 1), ``commit-clean``, ``enc-grad-1``, ``gray`` (Gray flips and
 erasures), ``joint`` (all V decoded every step from the start: stage V's cost from step 0)
 ``joint-draw`` (one codebook per sample: one decoder pass), ``cond`` (the reliability-aware
-decoder), ``cond-mix`` (it with mixed maps and Gray/erasure noise) and ``posterior`` (the
-conditioned decoder fed posterior-mean codewords, Gray noise, erasures on codebook 5). The joint schedules only
+decoder), ``cond-mix`` (it with mixed maps and Gray/erasure noise), ``posterior`` (the
+conditioned decoder fed posterior-mean codewords, Gray noise, erasures on codebook 5), ``c5``
+(the default's options: conditioned decoder, Gray noise, erasures on codebook 5) and
+``freeze-encoder`` / ``freeze-codebook1`` (c5 with codebook 1's path held from stage 2 on). The joint schedules only
 run stage V; the others every requested stage.
 
     python benchmarks/bench_training.py --presets cpu --options default commit-clean enc-grad-1 gray joint joint-draw --stages 1 5 --iters 6 --warmup 2 --out benchmarks/results/training_options.json
@@ -45,6 +47,11 @@ OPTIONS = {
     "cond-mix": {"decoder_cond": "codebook", "cond_mix": 0.3, "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.1, 0.3)},
     "posterior": {"decoder_cond": "codebook", "decoder_input": "posterior", "noise": "gray",
                   "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)},
+    "c5": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)},
+    "freeze-encoder": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
+                       "freeze": "encoder"},
+    "freeze-codebook1": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
+                         "freeze": "codebook1"},
 }
 
 
@@ -73,6 +80,8 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
             model.copy_codebook(v - 1, v)
     rows = []
     for v in stages:
+        if v >= 2:
+            model.freeze_codebook1_path()  # no-op unless the option holds codebook 1's path
         times = []
         for i in range(warmup + iters):
             t0 = time.perf_counter()
@@ -80,6 +89,7 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            model.restore_frozen()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
         times.sort()

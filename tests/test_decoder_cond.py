@@ -232,7 +232,7 @@ def test_receiver_feeds_the_plans_codebooks(cond_bundle, monkeypatch):
 
 
 def test_the_default_bundle_is_reliability_aware_and_links():
-    """The shipped default (a fine-tune with the conditioned decoder) says so in its manifest,
+    """The shipped default (fine-tunes with the conditioned decoder) says so in its manifest,
     and its link feeds the map: on a few CIFAR-10 test tiles at 25 dB it decodes close to the
     clean PSNR. The unconditioned model it was fine-tuned from stays in models/zoo."""
     from pathlib import Path
@@ -243,7 +243,7 @@ def test_the_default_bundle_is_reliability_aware_and_links():
     from escmvq.runtime.transmitter import Transmitter
 
     b = load_bundle()
-    assert b.decoder_cond == "codebook" and b.manifest["source_checkpoint"]["name"] == "cifar10-cpu-cond.ckpt"
+    assert b.decoder_cond == "codebook" and b.manifest["source_checkpoint"]["name"] == "cifar10-cpu-held.ckpt"
     old = load_bundle(Path(__file__).resolve().parents[1] / "models" / "zoo" / "esc-mvq-alg1.escmvq")
     assert old.decoder_cond is None and old.hash_hex.startswith("fe8338ea078ca26b")
     if not CIFAR_TEST.exists():

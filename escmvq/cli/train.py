@@ -4,6 +4,7 @@ torch is imported inside the command functions only.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,10 @@ def train_cmd(
     stage_share: Optional[str] = typer.Option(
         None, "--stage-share", help="budget share per stage, e.g. '0.7,0.075,0.075,0.075,0.075' (the default, trainer.py)"),
     threads: int = typer.Option(2, help="torch CPU threads per process"),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda when available); under torchrun, cuda = "
+        "cuda:LOCAL_RANK with the nccl backend. The batches and permutations are the CPU run's; the noise "
+        "draws differ, so a cuda run is not bit-identical to a cpu one"),
     limit: Optional[int] = typer.Option(None, help="use only the first LIMIT images of each split"),
     tile: int = typer.Option(32, help="tile size for --dataset folder"),
     distortion_images: Optional[int] = typer.Option(
@@ -65,6 +70,12 @@ def train_cmd(
     decoder_input: Optional[str] = typer.Option(
         None, "--decoder-input", help="sample (the Gumbel sample (25), the paper's) or posterior (the posterior-mean "
         "codeword of a bit-flipped label under the running label usage: what the soft receiver hands the decoder)"),
+    freeze: Optional[str] = typer.Option(
+        None, "--freeze", help="hold codebook 1's path from stage 2 (or a fine-tune's start) on: 'encoder' (the encoder "
+        "and codebook 1) or 'codebook1' (also the decoder but its conditioning layers' other channels; needs "
+        "--decoder-cond), so the noisier codebooks cannot lower codebook 1's clean quality"),
+    eta: Optional[float] = typer.Option(None, "--eta", help="weight ratio eta of (27): codebook u's loss weighs eta^u "
+                                        "(default: the preset's; smaller favours codebook 1)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="network/codebook learning rate (default: the preset's)"),
     tau0: Optional[float] = typer.Option(None, "--tau0", help="initial Gumbel-Softmax temperature (default: the preset's)"),
     init_from: Optional[Path] = typer.Option(
@@ -98,8 +109,14 @@ def train_cmd(
                                  encoder_grad_codebooks=encoder_grad_codebooks, schedule=schedule,
                                  joint_init=joint_init, noise=noise, lr=lr, tau0=tau0, decoder_cond=decoder_cond,
                                  cond_mix=cond_mix, erase_prob=erase_prob, mu_min=mu_min,
-                                 decoder_input=decoder_input)
+                                 decoder_input=decoder_input, freeze=freeze, eta=eta)
     shares = _stage_share(console, p.V, stage_share)
+    from escmvq.training.trainer import resolve_device
+
+    try:
+        dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+    except ValueError as e:
+        _fail(console, str(e))
     try:
         data = load_dataset(dataset, data_dir, limit=limit, tile=tile)
     except (DatasetMissing, ValueError) as e:
@@ -114,7 +131,7 @@ def train_cmd(
         if (msg := tensorboard_missing()) is not None:
             _fail(console, msg)
     torch.set_num_threads(threads)
-    ddp.setup("gloo")
+    ddp.setup("nccl" if dev.type == "cuda" else "gloo")
     from escmvq.training.finalize import finalize
     from escmvq.training.trainer import TrainConfig, train
 
@@ -123,7 +140,7 @@ def train_cmd(
         preset=p, data=data, out=out, seed=seed, resume=resume, budget_minutes=budget_minutes, stage_share=shares,
         threads=threads, log_every=log_every, distortion_images=distortion_images,
         dead_restart=False if no_dead_restart else None, data_init=False if no_data_init else None,
-        epochs_override=epochs_override, init_from=init_from, tensorboard=tensorboard,
+        epochs_override=epochs_override, init_from=init_from, tensorboard=tensorboard, device=device,
         console=console if rank == 0 else None, extra={"command": cmdline, "world_size": world, "budget_minutes": budget_minutes,
                                                          "stage_share": list(shares)},
     )

@@ -42,14 +42,14 @@ def regulariser(mu: torch.Tensor, kind: str = "xlogx") -> torch.Tensor:
     return (mu * torch.log(mu)).mean()
 
 
-def stage_weights(stage: int, eta: float, dtype=torch.float32) -> torch.Tensor:
+def stage_weights(stage: int, eta: float, dtype=torch.float32, device=None) -> torch.Tensor:
     """Normalised weights ``eta^u / sum_k eta^k`` of (27), u = 1..stage."""
-    w = torch.tensor([eta ** (u + 1) for u in range(stage)], dtype=dtype)
+    w = torch.tensor([eta ** (u + 1) for u in range(stage)], dtype=dtype, device=device)
     return w / w.sum()
 
 
 def multi_codebook_loss(d0s: torch.Tensor, d1s: torch.Tensor, Rs: torch.Tensor, lambdas, eta: float) -> torch.Tensor:
     """(27) from per-codebook terms ``[v]``."""
     v = d0s.shape[0]
-    lam = torch.tensor(list(lambdas)[:v], dtype=d0s.dtype)
-    return (stage_weights(v, eta, d0s.dtype) * (d0s + d1s + lam * Rs)).sum()
+    lam = torch.tensor(list(lambdas)[:v], dtype=d0s.dtype, device=d0s.device)
+    return (stage_weights(v, eta, d0s.dtype, d0s.device) * (d0s + d1s + lam * Rs)).sum()

@@ -153,6 +153,34 @@ class ESCMVQ(nn.Module):
             # not saved: a fine-tune or a resume re-estimates it within a few hundred steps
             self.register_buffer("label_usage", torch.zeros(V, N, K), persistent=False)
 
+        self.frozen: list | None = None  # (tensor, index, value) held by freeze_codebook1_path
+
+    @torch.no_grad()
+    def freeze_codebook1_path(self) -> None:
+        """Start holding codebook 1's path (``preset.freeze``): snapshot the held entries, which
+        :meth:`restore_frozen` writes back after every optimiser step (exact whatever the
+        optimiser's state, and the same on every DDP rank); the encoder gets no gradient."""
+        mode = self.preset.freeze
+        if mode is None or self.frozen is not None:
+            return
+        held = [(t, None) for t in self.encoder.parameters()] + [(self.codebooks, 0)]
+        if mode == "codebook1":
+            dec = self.decoder
+            cond = {id(t) for m in [dec.cond_in, *dec.cond_res] for t in m.parameters()}
+            held += [(t, None) for t in dec.parameters() if id(t) not in cond]
+            for m in [dec.cond_in, *dec.cond_res]:
+                held += [(m.weight, (slice(None), 0)), (m.bias, None)]
+        self.frozen = [(t, i, (t if i is None else t[i]).detach().clone()) for t, i in held]
+
+    @torch.no_grad()
+    def restore_frozen(self) -> None:
+        """Write the held entries back (no-op unless :meth:`freeze_codebook1_path` ran)."""
+        for t, i, v in self.frozen or ():
+            if i is None:
+                t.copy_(v)
+            else:
+                t[i] = v
+
     # ---- public API (docs/interfaces.md) ----
     def mu(self) -> torch.Tensor:
         """Bit-flip probabilities ``[V, N, B]`` in ``[mu_min^(v), 0.5]`` (the constant
@@ -177,7 +205,7 @@ class ESCMVQ(nn.Module):
             return self.decoder(zq)
         b, _, h, w = zq.shape
         if not torch.is_tensor(codebooks):
-            codebooks = torch.full((b, h * w), int(codebooks), dtype=torch.long)
+            codebooks = torch.full((b, h * w), int(codebooks), dtype=torch.long, device=zq.device)
         return self.decoder(zq, Q.codebook_map(codebooks, self.preset.V, h, w))
 
     @torch.no_grad()
@@ -186,10 +214,10 @@ class ESCMVQ(nn.Module):
         zs = Q.to_subvectors(z).reshape(-1, self.preset.D)
         K = self.preset.K
         if zs.shape[0] >= K:
-            sel = torch.randperm(zs.shape[0], generator=generator)[:K]
+            sel = torch.randperm(zs.shape[0], generator=generator, device=zs.device)[:K]
         else:
-            sel = torch.randint(0, zs.shape[0], (K,), generator=generator)
-        noise = 0.01 * zs.std() * torch.randn(K, self.preset.D, generator=generator)
+            sel = torch.randint(0, zs.shape[0], (K,), generator=generator, device=zs.device)
+        noise = 0.01 * zs.std() * torch.randn(K, self.preset.D, generator=generator, device=zs.device)
         self.codebooks.data[v] = zs[sel] + noise
 
     @torch.no_grad()
@@ -227,6 +255,8 @@ class ESCMVQ(nn.Module):
             raise ValueError(f"latent has {zs.shape[1]} sub-vectors, the model's mu expects N={p.N}")
         mu = self.mu()
         k_enc = stage if p.encoder_grad_codebooks is None else p.encoder_grad_codebooks
+        if self.frozen is not None:
+            k_enc = 0  # the encoder is held: nothing needs its gradient
         gray = p.noise == "gray"
         zmean = zs.detach().mean(0) if gray else None  # [N, D]: the receiver's substitute of an erased sub-vector
         zts, idxs, d1s, Rs, cbmaps = [], [], [], [], []
@@ -243,9 +273,9 @@ class ESCMVQ(nn.Module):
             R = L.regulariser(mu[u], p.regulariser) if p.mu_fixed is None else zs.new_zeros(())  # (22)
             z_dec = self._posterior_mean(idx, mu_u, u, generator) if p.decoder_input == "posterior" else zt
             zhat = z_enc + (z_dec - z_enc).detach()  # (14)
-            cbu = torch.full((b, p.N), u, dtype=torch.long) if p.cond_channels else None
+            cbu = torch.full((b, p.N), u, dtype=torch.long, device=z.device) if p.cond_channels else None
             if gray and p.erase_prob is not None and p.erase_prob[u] > 0:
-                er = torch.rand(b, p.N, generator=generator) < p.erase_prob[u]
+                er = torch.rand(b, p.N, generator=generator, device=z.device) < p.erase_prob[u]
                 zhat = torch.where(er[..., None], zmean[None].expand_as(zhat), zhat)
                 if cbu is not None:
                     cbu = torch.where(er, p.V, cbu)
@@ -259,14 +289,15 @@ class ESCMVQ(nn.Module):
         zts = [Q.from_subvectors(t, h, w) for t in zts]
         conds = [Q.codebook_map(c, p.V, h, w) for c in cbmaps] if p.cond_channels else None
         if p.schedule == "joint-draw":
-            wts = L.stage_weights(stage, p.eta, zs.dtype)
+            wts = L.stage_weights(stage, p.eta, zs.dtype, z.device)
             draw = torch.multinomial(wts, b, replacement=True, generator=generator)  # [b]
-            zin = torch.stack(zts, 0)[draw, torch.arange(b)]
-            cin = (torch.stack(conds, 0)[draw, torch.arange(b)],) if conds else ()
+            ar = torch.arange(b, device=z.device)
+            zin = torch.stack(zts, 0)[draw, ar]
+            cin = (torch.stack(conds, 0)[draw, ar],) if conds else ()
             err = ((self.decoder(zin, *cin) - x) ** 2).flatten(1).mean(1)  # [b]
             onehot = F.one_hot(draw, stage).to(err.dtype)  # [b, stage]
             d0s = (onehot * err[:, None].detach()).sum(0) / onehot.sum(0).clamp_min(1.0)
-            lam = torch.tensor(list(p.lambdas)[:stage], dtype=err.dtype)
+            lam = torch.tensor(list(p.lambdas)[:stage], dtype=err.dtype, device=err.device)
             # the drawn d0 is an unbiased estimate of (27)'s weighted d0 sum
             loss = err.mean() + (wts * (torch.stack(d1s) + lam * torch.stack(Rs))).sum()
         else:
@@ -291,11 +322,12 @@ class ESCMVQ(nn.Module):
         stage = len(zts)
         allz, allc = torch.stack(zts, 0), torch.stack(cbmaps, 0)  # [stage, b, N, D], [stage, b, N]
         b, n = allc.shape[1:]
-        ar_b, ar_n = torch.arange(b)[:, None], torch.arange(n)[None, :]
+        dev = allc.device
+        ar_b, ar_n = torch.arange(b, device=dev)[:, None], torch.arange(n, device=dev)[None, :]
         out_z, out_c = [], []
         for u in range(stage):
-            swap = torch.rand(b, n, generator=generator) < self.preset.cond_mix
-            src = torch.where(swap, torch.randint(0, stage, (b, n), generator=generator), u)
+            swap = torch.rand(b, n, generator=generator, device=dev) < self.preset.cond_mix
+            src = torch.where(swap, torch.randint(0, stage, (b, n), generator=generator, device=dev), u)
             out_z.append(allz[src, ar_b, ar_n])
             out_c.append(allc[src, ar_b, ar_n])
         return out_z, out_c
@@ -324,13 +356,13 @@ class ESCMVQ(nn.Module):
         random Gray 16-QAM position, strong (sign) or weak with probability 1/2, whose exact BER
         at the power meeting ``mu`` on average is ``mu * r_s(mu)`` or ``mu * (2 - r_s(mu))``
         (``r_s`` interpolated from a table, detached: the gradient to mu is the ratio)."""
-        grid, rs = _gray_ratio_table()
+        grid, rs = (t.to(mu.device) for t in _gray_ratio_table())
         with torch.no_grad():
             lm = torch.log(mu.detach().double().clamp(1e-8, 0.5))
             pos = torch.searchsorted(grid, lm.reshape(-1)).clamp(1, grid.numel() - 1)
             t = (lm.reshape(-1) - grid[pos - 1]) / (grid[pos] - grid[pos - 1])
             r = (rs[pos - 1] + t * (rs[pos] - rs[pos - 1])).reshape(mu.shape).to(mu.dtype)
-            strong = torch.rand((b, *mu.shape), generator=generator) < 0.5
+            strong = torch.rand((b, *mu.shape), generator=generator, device=mu.device) < 0.5
             ratio = torch.where(strong, r[None], 2.0 - r[None])
         return (mu[None] * ratio).clamp(max=0.5)
 

@@ -109,6 +109,14 @@ class Preset:
     # "posterior": decay of the running label usage [V, N, K] (an exponential average of the
     # one-hot nearest labels of the training batches)
     usage_decay: float = 0.99
+    # hold codebook 1's path from the start of stage 2 (or of a fine-tune) on, so the later,
+    # noisier codebooks cannot tax its clean quality through the shared networks:
+    # "encoder": the encoder and codebook 1 stay as they are (the decoder still trains);
+    # "codebook1": also the decoder's backbone (every weight but the conditioning layers) and
+    # the conditioning's codebook-1 channel and biases, so a codebook-1-only map decodes
+    # exactly as before; the other codebooks train their codewords, mu and conditioning
+    # channels (needs decoder_cond). None: everything trains (Algorithm 1).
+    freeze: str | None = None
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -179,6 +187,15 @@ class Preset:
             raise ValueError(f"preset {self.name}: decoder_input 'posterior' needs the vector quantizer (quantizer='vq')")
         if not 0 < self.usage_decay < 1:
             raise ValueError(f"preset {self.name}: usage_decay must lie in (0, 1)")
+        if self.freeze not in (None, "encoder", "codebook1"):
+            raise ValueError(f"preset {self.name}: freeze must be None, 'encoder' or 'codebook1'")
+        if self.freeze == "codebook1" and self.decoder_cond is None:
+            raise ValueError(f"preset {self.name}: freeze 'codebook1' needs decoder_cond (the conditioning layers are "
+                             "what the other codebooks train)")
+        if self.freeze is not None and self.schedule != "sequential":
+            raise ValueError(f"preset {self.name}: freeze needs the sequential schedule (codebook 1 trains alone first)")
+        if not self.eta > 0:
+            raise ValueError(f"preset {self.name}: eta must be positive")
         return self
 
     @property

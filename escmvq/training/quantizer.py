@@ -87,10 +87,10 @@ def flip_labels(idx: torch.Tensor, mu: torch.Tensor, table: torch.Tensor,
     probability per bit (``[N, B]`` or ``[b, N, B]``), ``table [K, B]`` (:func:`bit_table`)
     -> ``[b, N]`` long, each bit flipped independently with its probability."""
     sent = table[idx]  # [b, N, B]
-    flips = (torch.rand(sent.shape, generator=generator) < mu.expand_as(sent)).to(sent.dtype)
+    flips = (torch.rand(sent.shape, generator=generator, device=sent.device) < mu.expand_as(sent)).to(sent.dtype)
     recv = (sent + flips) % 2
     B = table.shape[1]
-    return (recv * 2.0 ** torch.arange(B - 1, -1, -1, dtype=recv.dtype)).sum(-1).long()
+    return (recv * 2.0 ** torch.arange(B - 1, -1, -1, dtype=recv.dtype, device=recv.device)).sum(-1).long()
 
 
 def posterior_mean(recv: torch.Tensor, mu: torch.Tensor, log_prior: torch.Tensor, codebook: torch.Tensor,

@@ -12,6 +12,7 @@ perplexity and dead codewords per codebook.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,10 @@ class TrainConfig:
     progress: bool = True
     console: object = None
     tensorboard: bool = False  # also write the metrics.jsonl scalars to OUT/tensorboard
+    # torch device of the model and the batches: "cpu", "cuda", "cuda:N", or "auto" (cuda when
+    # available); under torchrun, "cuda" means cuda:LOCAL_RANK. The data permutation stays on
+    # the CPU generator (same batches on every device); the Gumbel/flip noise is drawn on the device.
+    device: str = "cpu"
     extra: dict = field(default_factory=dict)
 
 
@@ -80,19 +85,49 @@ def _dist() -> tuple[int, int]:
     return rank_world()
 
 
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``--device`` -> a torch device: "cpu", "cuda" (``cuda:local_rank``), "cuda:N", or "auto"
+    (cuda when available, else cpu). Raises ValueError, in one line, for an unknown name or a
+    CUDA device this torch build or machine does not have."""
+    name = (name or "cpu").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__}, "
+                             f"built with CUDA {torch.version.cuda}); use --device cpu")
+        try:
+            dev = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        except RuntimeError:
+            raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:N or auto)") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:N or auto)")
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def encode_all(model: ESCMVQ, images: np.ndarray, mean, std, batch: int = 256):
-    """Yield ``zs [b, N, D]`` numpy latents of ``images`` (for the distortion table)."""
+    """Yield ``zs [b, N, D]`` numpy latents of ``images`` (for the distortion table), on the
+    model's device."""
+    dev = _model_device(model)
+    mean, std = mean.to(dev), std.to(dev)
     for i in range(0, len(images), batch):
-        x = to_input(torch.from_numpy(images[i:i + batch]), mean, std)
+        x = to_input(torch.from_numpy(images[i:i + batch]).to(dev), mean, std)
         z = model.encoder(x)
-        yield Q.to_subvectors(z).numpy().astype(np.float64)
+        yield Q.to_subvectors(z).cpu().numpy().astype(np.float64)
 
 
 def compute_distortion(model: ESCMVQ, images: np.ndarray, mean, std) -> np.ndarray:
     """Table (31) ``[V, N]`` with the numpy :func:`escmvq.core.pvq.distortion_table`."""
-    cb = model.codebooks.detach().numpy().astype(np.float64)
-    mu = model.mu().detach().numpy().astype(np.float64)
+    cb = model.codebooks.detach().cpu().numpy().astype(np.float64)
+    mu = model.mu().detach().cpu().numpy().astype(np.float64)
     return pvq.distortion_table(encode_all(model, images, mean, std), cb, mu)
 
 
@@ -101,10 +136,12 @@ def evaluate(model: ESCMVQ, images: np.ndarray, mean, std, stages: int, batch: i
     """Clean PSNR per codebook, usage (perplexity, dead) per codebook on ``images``."""
     model.eval()
     p = model.preset
+    dev = _model_device(model)
+    mean, std = mean.to(dev), std.to(dev)
     ps = [[] for _ in range(stages)]
-    counts = torch.zeros(stages, p.K, dtype=torch.long)
+    counts = torch.zeros(stages, p.K, dtype=torch.long, device=dev)
     for i in range(0, len(images), batch):
-        xu = torch.from_numpy(images[i:i + batch])
+        xu = torch.from_numpy(images[i:i + batch]).to(dev)
         x = to_input(xu, mean, std)
         z = model.encoder(x)
         for v in range(stages):
@@ -153,11 +190,17 @@ def train(cfg: TrainConfig) -> dict:
     norm = cfg.data.normalisation()
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
     std = torch.tensor(norm["std"], dtype=torch.float32)
+    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     train_u8 = torch.from_numpy(cfg.data.train)
     eval_imgs = cfg.data.test[: preset.eval_images] if len(cfg.data.test) else cfg.data.train[: preset.eval_images]
 
-    model = ESCMVQ(preset)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # gumbel noise, restarts
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow --seed; the caller's RNG is untouched
+        torch.manual_seed(cfg.seed)
+        model = ESCMVQ(preset)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)  # gumbel noise, restarts
     data_gen = torch.Generator().manual_seed(cfg.seed)  # same permutation on every rank
     stage, epoch, step = 1, 0, 0
     stage_done = False
@@ -208,6 +251,9 @@ def train(cfg: TrainConfig) -> dict:
         history = list(ck.get("history", []))
         wall_before = float(ck.get("wall_s", 0.0))
         if "rng" in ck:
+            if ck.get("device_type", "cpu") != device.type:
+                raise ValueError(f"--resume: {last} was trained on {ck.get('device_type', 'cpu')}; resume it with "
+                                 f"--device {ck.get('device_type', 'cpu')} (its noise generator lives there)")
             gen.set_state(ck["rng"]["gumbel"])
             data_gen.set_state(ck["rng"]["data"])
         norm = ck.get("normalisation", norm)
@@ -217,13 +263,18 @@ def train(cfg: TrainConfig) -> dict:
             cfg.extra["commands"] = prev + [cfg.extra["command"]]
         log(f"resumed from {last}: stage {stage}, epoch {epoch} done, step {step}")
 
+    model.to(device)
+    mean, std = mean.to(device), std.to(device)
+    train_u8 = train_u8.to(device)
+    if device.type != "cpu":
+        opt = _optimizer_to(opt, model, make_opt)
     ddp_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         for t in list(model.parameters()):
             dist.broadcast(t.data, 0)
-        ddp_model = DDP(model)
+        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     budget_s = cfg.budget_minutes * 60.0 if cfg.budget_minutes else None
     shares = cfg.stage_share
@@ -244,7 +295,7 @@ def train(cfg: TrainConfig) -> dict:
             stage_done=done, stage_elapsed=stage_elapsed, history=history, seed=cfg.seed,
             wall_s=wall(),
             optimizer=opt.state_dict(),
-            rng={"gumbel": gen.get_state(), "data": data_gen.get_state()},
+            rng={"gumbel": gen.get_state(), "data": data_gen.get_state()}, device_type=device.type,
             dead_restart=dead_restart, data_init=data_init,
             init_from=str(cfg.init_from) if cfg.init_from is not None else None,
         )
@@ -283,7 +334,7 @@ def train(cfg: TrainConfig) -> dict:
                     pass  # fine-tune: the loaded codebooks stay
                 elif stage == 1 or joint:
                     if data_init:
-                        idx = torch.randperm(n_train, generator=data_gen)[: max(per_rank, 256)]
+                        idx = torch.randperm(n_train, generator=data_gen)[: max(per_rank, 256)].to(device)
                         with torch.no_grad():
                             z = model.encoder(to_input(train_u8[idx], mean, std))
                         model.init_codebook_from_data(z, 0, gen)
@@ -301,13 +352,15 @@ def train(cfg: TrainConfig) -> dict:
                 log(f"[bold]stage {stage}/{preset.V}[/bold]: codebooks 1..{stage}, lambda={preset.lambdas[stage - 1]}, "
                     f"mu_min={preset.mu_min[stage - 1]}" + (" (codebook and mu copied from stage-1)" if stage > 1 and not joint and cfg.init_from is None else ""))
             resumed = None
+            if preset.freeze is not None and (stage >= 2 or cfg.init_from is not None):
+                model.freeze_codebook1_path()  # from here on codebook 1's path is held
             stage_budget = (budget_s if joint else budget_s * shares[stage - 1]) if budget_s else None
             budget_hit = False
             while epoch < stage_epochs(stage):
-                perm = torch.randperm(n_train, generator=data_gen)
-                counts = torch.zeros(stage, preset.K, dtype=torch.long)
-                ep_counts = torch.zeros(stage, preset.K, dtype=torch.long)
-                sums = torch.zeros(3, stage, dtype=torch.float64)
+                perm = torch.randperm(n_train, generator=data_gen).to(device)
+                counts = torch.zeros(stage, preset.K, dtype=torch.long, device=device)
+                ep_counts = torch.zeros(stage, preset.K, dtype=torch.long, device=device)
+                sums = torch.zeros(3, stage, dtype=torch.float64, device=device)
                 restarted = [0] * stage
                 t_ep = time.time()
                 task = progress.add_task(f"stage {stage} epoch {epoch + 1}", total=steps_per_epoch) if progress else None
@@ -340,6 +393,7 @@ def train(cfg: TrainConfig) -> dict:
                         if world > 1:
                             dist.broadcast(model.codebooks.data, 0)
                         counts.zero_()
+                    model.restore_frozen()
                     stage_elapsed[stage - 1] += time.time() - t0
                     if progress is not None:
                         progress.update(task, advance=1, description=(
@@ -351,7 +405,7 @@ def train(cfg: TrainConfig) -> dict:
                     if stage_budget is not None:
                         hit = stage_elapsed[stage - 1] >= stage_budget
                         if world > 1:  # every rank must stop at the same step
-                            flag = torch.tensor([1.0 if hit else 0.0])
+                            flag = torch.tensor([1.0 if hit else 0.0], device=device)
                             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                             hit = bool(flag.item() > 0)
                         if hit:
@@ -386,6 +440,7 @@ def train(cfg: TrainConfig) -> dict:
             stage_done = True
     if metrics is not None:
         metrics.close()
+    model.to("cpu")  # finalize, export and the caller work on the CPU
     summary = {"history": history, "preset": preset.name, "dataset": cfg.data.name,
                "train_seconds": wall(), "stage_seconds": stage_elapsed}
     if rank == 0:
@@ -421,6 +476,15 @@ def init_weights_from(model: ESCMVQ, path) -> dict:
         model.bound_mu_raw()
     model.train()
     return ck.get("normalisation") or DEFAULT_NORMALISATION
+
+
+def _optimizer_to(opt, model, make_opt):
+    """The optimizer of ``model`` after ``model.to(device)``: a fresh one whose state (a
+    resumed run's Adam moments) is loaded from the old one, which casts it to the device."""
+    state = opt.state_dict()
+    new = make_opt(model)
+    new.load_state_dict(state)
+    return new
 
 
 def _progress(preset: Preset, stage_elapsed, budget_s, history) -> float:
@@ -472,8 +536,8 @@ def _restart_dead(model: ESCMVQ, opt, counts: torch.Tensor, z: torch.Tensor, pre
         n.append(int(dead.numel()))
         if dead.numel() == 0:
             continue
-        sel = torch.randint(0, zs.shape[0], (dead.numel(),), generator=gen)
-        noise = 0.01 * zs.std() * torch.randn(dead.numel(), preset.D, generator=gen)
+        sel = torch.randint(0, zs.shape[0], (dead.numel(),), generator=gen, device=zs.device)
+        noise = 0.01 * zs.std() * torch.randn(dead.numel(), preset.D, generator=gen, device=zs.device)
         model.codebooks.data[u, dead] = zs[sel] + noise
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:

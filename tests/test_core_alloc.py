@@ -133,9 +133,12 @@ def test_exact_beats_or_matches_paper_and_paper_reports():
             if pp.powers.min() < 0:
                 saw_negative = True
                 assert any("negative" in w for w in pp.warnings)
+            forms = f"forms {pp.n_symbols} symbols where the rate needs T = {pp.n_target}"
             if pp.n_symbols != pp.n_target:
                 saw_count = True
-                assert any("symbols" in w for w in pp.warnings)
+                assert forms in pp.warnings
+            else:
+                assert not any(w.startswith("forms ") for w in pp.warnings)
             if method == "jcap":
                 # the paper loop charges each symbol once per bit, so it never gets further
                 assert pe.state_index >= pp.state_index
@@ -273,3 +276,67 @@ def test_plan_through_the_channel_meets_its_ber_targets():
         sig = np.sqrt(pred / (n * N * B))
         assert abs(sim - pred) < 0.03 * pred + 5 * sig, (method, sim, pred)
         assert sim < target + 5 * sig, (method, sim, target)
+
+
+def _plan(**kw):
+    from escmvq.core.alloc.plan import Plan
+    args = dict(codebooks=np.array([0, 2, 1]), orders=np.array([4, 2, 4, 2]), powers=np.array([1.0, 2.0, 3.0, 4.0]),
+                bit_order=np.array([3, 1, 2, 0, 5, 4, 7, 6, 8, 11, 10, 9]), method="jcamp", variant="exact",
+                p_tot=10.0, gamma=2.0, n_target=4, state_index=7, distortion=1.25)
+    args.update(kw)
+    return Plan(**args)
+
+
+def test_plan_checks_messages_bytes_and_repr():
+    p = _plan()
+    assert p.valid and p.problems() == [] and p.n_symbols == 4 and p.warnings == () and p.sent_bits is None
+    assert repr(p) == "Plan(jcamp/exact, N=3, T'=4/4, orders=[2, 2, 0, 0], sum_p=10, D=1.25, state=7, warnings=0)"
+    # sum(powers) within 1e-9 relative of p_tot is valid, beyond is not
+    assert _plan(powers=np.array([1.0, 2.0, 3.0, 4.0 + 0.9e-8])).valid
+    assert _plan(powers=np.array([1.0, 2.0, 3.0, 4.0 - 0.9e-8])).valid
+    assert _plan(powers=np.array([1.0, 2.0, 3.0, 4.0 + 1.1e-8])).problems() == ["sum(powers) = 10 != p_tot = 10"]
+    assert _plan(powers=np.array([1.0, 2.0, 3.0, 4.0 - 1.1e-8])).problems() == ["sum(powers) = 10 != p_tot = 10"]
+    bad = _plan(orders=np.array([4, 2, 4]), powers=np.array([-1.0, 5.0, 6.0]))
+    assert bad.problems() == ["forms 3 symbols, the rate needs T = 4", "sum(orders) = 10 != 12 bits to send",
+                              "negative power (min -1)"]
+    assert not bad.valid
+    assert _plan(powers=np.array([0.0, 0.0, 0.0, 10.0])).valid  # zero power is not negative
+    # erasures: only sent_bits of bit_order are carried; an unused channel use has order 0
+    assert _plan(orders=np.array([4, 2, 2, 0]), sent_bits=8).valid
+    assert _plan(orders=np.array([4, 2, 4, 2]), sent_bits=8).problems() == ["sum(orders) = 12 != 8 bits to send"]
+    b = p.to_bytes()
+    head = b"ESCMVQ-PLAN\x01" + np.array([3, 4, 12, 7], "<i8").tobytes()
+    assert b == (head + np.array([0, 2, 1], "<i2").tobytes() + np.array([4, 2, 4, 2], "<i1").tobytes()
+                 + np.array([3, 1, 2, 0, 5, 4, 7, 6, 8, 11, 10, 9], "<i4").tobytes()
+                 + np.array([1.0, 2.0, 3.0, 4.0], "<f8").tobytes())
+    import hashlib
+    assert p.digest() == hashlib.sha256(b).hexdigest()
+    assert _plan(state_index=-2).to_bytes() != b
+
+
+def test_finish_powers_surplus_deficit_and_messages():
+    from escmvq.core.alloc.plan import finish_powers
+    base = np.array([1.0, 3.0])  # per unit gamma; sum 4
+    # surplus (b = p_tot * gamma = 6 >= 4): (47) spreads the gap evenly, both variants
+    for variant in ("exact", "paper"):
+        p, w = finish_powers(base, 4.0, 3.0, 2.0, variant)
+        np.testing.assert_allclose(p, [0.5 + 0.5, 1.5 + 0.5])
+        assert w == [] and abs(p.sum() - 3.0) < 1e-12
+    p, w = finish_powers(base, 4.0, 2.0, 2.0, "exact")  # exactly the need: no warning
+    np.testing.assert_allclose(p, [0.5, 1.5])
+    assert w == []
+    # deficit, paper: (47) as written, here one power negative
+    p, w = finish_powers(base, 4.0, 0.5, 2.0, "paper")
+    np.testing.assert_allclose(p, [0.5 - 0.75, 1.5 - 0.75])
+    assert w == ["budget below the chosen state's need (2 > p_tot 0.5): eq. (47) subtracts the deficit evenly",
+                 "negative symbol power -0.25 (eq. (47))"]
+    p, w = finish_powers(base, 4.0, 1.5, 2.0, "paper")  # deficit without a negative power
+    np.testing.assert_allclose(p, [0.5 - 0.25, 1.5 - 0.25])
+    assert w == ["budget below the chosen state's need (2 > p_tot 1.5): eq. (47) subtracts the deficit evenly"]
+    p, w = finish_powers(base, 4.0, 1.0, 2.0, "paper")  # a power of exactly 0 is not negative
+    np.testing.assert_array_equal(p, [0.0, 1.0])
+    assert w == ["budget below the chosen state's need (2 > p_tot 1): eq. (47) subtracts the deficit evenly"]
+    # deficit, exact: one common scale, sum p_tot, nothing negative
+    p, w = finish_powers(base, 4.0, 0.5, 2.0, "exact")
+    np.testing.assert_allclose(p, [0.125, 0.375])
+    assert w == ["budget below the cheapest state (2 > p_tot 0.5): all powers scaled by 0.25 (-6.02 dB), BER targets missed"]

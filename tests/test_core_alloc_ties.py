@@ -152,3 +152,52 @@ def test_paper_p2_ties_between_bits_go_to_the_lowest_index(iter_max, want):
     assert w.up[0] == w.up[1] and w.down[2] == w.down[3] and w.up[0] < w.down[2]
     w._p2()
     np.testing.assert_array_equal(w.mo - tab.ri, want)
+
+
+def test_stop_index_is_the_last_state_within_the_budget():
+    from escmvq.core.alloc.walkers import stop_index
+    thr = np.array([1.0, 2.0, 2.0, 5.0])  # running maximum of the state costs
+    # below the cheapest state: state 0; a cost equal to the budget fits; past the last: the last
+    for b, want in [(0.5, 0), (1.0, 0), (1.5, 0), (2.0, 2), (4.9, 2), (5.0, 3), (1e9, 3)]:
+        assert stop_index(thr, b) == want, b
+    assert stop_index(np.array([3.0]), 1.0) == 0 and stop_index(np.array([3.0]), 3.0) == 0
+
+
+def test_flip_cost_orders_bits_whose_mu_agree_to_three_significant_digits():
+    # flat bits 0..7 of one codebook; mu rounded to 3 significant digits:
+    # 0.0101 0.0101 0.0102 0.1 0.01 0.01 0.2 0.02 (0.009996 rounds up to the next decade's 0.01)
+    mu = np.array([0.0101, 0.01012, 0.0102, 0.1, 0.01, 0.009996, 0.2, 0.02]).reshape(1, 2, 4)
+    fc = np.array([1.0, 5, 9, 0, 7, 1, 3, 3]).reshape(1, 2, 4)
+    tab = Tables(np.ones((1, 2)), mu, 4, 8, ber.EQ33, flip_cost=fc)
+    # by rounded mu; within a tie the costlier flip first
+    np.testing.assert_array_equal(tab.sorted_bits(np.zeros(2, np.int64)), [4, 5, 1, 0, 2, 7, 3, 6])
+    # without flip costs: (mu, flat index), unrounded
+    np.testing.assert_array_equal(Tables(np.ones((1, 2)), mu, 4, 8, ber.EQ33).sorted_bits(np.zeros(2, np.int64)),
+                                  [5, 4, 0, 1, 2, 7, 3, 6])
+
+
+@pytest.mark.parametrize("method,variant", COMBOS)
+def test_a_restored_walker_steps_on_as_before(method, variant):
+    from escmvq.core.alloc.walkers import make_walker
+    rng = np.random.default_rng(5)
+    D, mu = tie_tables(rng, levels=(0.004, 0.01, 0.03, 0.08, 0.15))
+    D = D + rng.uniform(0, 0.2, D.shape)
+
+    def trail(w, n):
+        out = []
+        for _ in range(n):
+            if not w.step():
+                break
+            orders, bo, _, s, _ = w.layout()
+            out.append((orders.tolist(), bo.tolist(), s))
+        return out
+
+    tab = Tables(D, mu, 4, 8, ber.EQ33)
+    want = trail(make_walker(tab, method, variant, 10), 8)
+    assert len(want) >= 4
+    w = make_walker(tab, method, variant, 10)
+    trail(w, 2)
+    snap = w.snapshot()
+    trail(w, 3)
+    w.restore(snap)
+    assert trail(w, len(want) - 2) == want[2:]

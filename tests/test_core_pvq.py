@@ -179,3 +179,34 @@ def test_bsc_returns_uint8_bits():
     assert out.dtype == np.uint8 and out.tolist() == bits.tolist()
     out = pvq.bsc(bits, np.full(4, 0.5 + 0.5), rng)  # mu = 1: every bit flips
     assert out.tolist() == [[[1, 0, 0, 1]]]
+
+
+def test_codebook_map_one_hot_layout_and_checks():
+    rng = np.random.default_rng(1)
+    cbs = rng.integers(0, 4, (2, 6))
+    cbs[0, 0], cbs[1, 5] = 0, 3  # the first codebook and "not sent" (V = 3)
+    m = pvq.codebook_map(cbs, 3, 2, 3)
+    assert m.shape == (2, 4, 2, 3) and m.dtype == np.float32
+    want = np.zeros((2, 6, 4), np.float32)
+    want[np.arange(2)[:, None], np.arange(6)[None], cbs] = 1
+    assert np.array_equal(m, pvq.from_subvectors(want, 2, 3))
+    assert m[0, 0, 0, 0] == 1 and m[1, 3, 1, 2] == 1  # sub-vector i = r*w + c
+    assert pvq.codebook_map(np.zeros((0, 6), int), 3, 2, 3).shape == (0, 4, 2, 3)
+    for bad in (-1, 4):
+        c = cbs.copy()
+        c[1, 2] = bad
+        with pytest.raises(ValueError, match=r"^codebooks: indices must lie in 0\.\.3 \(V = not sent\)$"):
+            pvq.codebook_map(c, 3, 2, 3)
+    for shape in ((2, 5), (2, 7), (12,), (2, 6, 1)):
+        with pytest.raises(ValueError, match=r"^codebooks: expected \[batch, 6\], got shape "):
+            pvq.codebook_map(np.zeros(shape, int), 3, 2, 3)
+
+
+def test_flip_cost_is_float64_and_refuses_a_codebook_size_not_a_power_of_two():
+    rng = np.random.default_rng(2)
+    cb = rng.normal(size=(2, 8, 3)).astype(np.float32)
+    want = pvq.flip_cost(cb.astype(np.float64))
+    got = pvq.flip_cost(cb)
+    assert got.dtype == np.float64 and np.allclose(got, want, rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match=r"^codebooks: K = 6 is not a power of 2$"):
+        pvq.flip_cost(np.zeros((1, 6, 2)))

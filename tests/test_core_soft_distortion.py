@@ -71,3 +71,26 @@ def test_soft_distortion_table(setup):
     assert np.array_equal(pvq.distortion_table(batches, cbs, mus), pvq.distortion_table(batches, cbs, mus, receiver="hard"))
     with pytest.raises(ValueError, match="hard or soft"):
         pvq.distortion_table(batches, cbs, mus, receiver="map")
+
+
+def test_soft_distortion_table_without_a_prior_is_the_uniform_one(setup):
+    rng, cb, _, mu = setup
+    cbs, mus = cb[None], mu[None]
+    batches = [rng.normal(size=(20, N, D))]
+    t = pvq.distortion_table(batches, cbs, mus, receiver="soft")
+    uniform = np.full((1, N, K), 1.0 / K)
+    assert np.allclose(t, pvq.distortion_table(batches, cbs, mus, uniform, receiver="soft"))
+
+
+def test_float32_inputs_are_taken_at_their_value_in_float64(setup):
+    # the bundles ship float32 tables; the soft table is computed in float64 from their exact values
+    rng, cb, prior, mu = setup
+    p32 = prior.astype(np.float32)
+    want = pvq.posterior_means(cb, mu, p32.astype(np.float64))
+    got = pvq.posterior_means(cb, mu, p32)
+    assert got.dtype == np.float64 and np.allclose(got, want, rtol=1e-13, atol=1e-15)
+    zs = rng.normal(size=(10, N, D))
+    r32 = pvq.posterior_means(cb, mu, prior).astype(np.float32)
+    d = pvq.expected_distortion(zs, cb, mu, r32)
+    assert d.dtype == np.float64
+    assert np.allclose(d, pvq.expected_distortion(zs, cb, mu, r32.astype(np.float64)), rtol=1e-13, atol=1e-15)

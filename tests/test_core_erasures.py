@@ -172,3 +172,29 @@ def test_positions_power_model_meets_targets_in_plans():
         for t, m in enumerate(p.orders):
             assert np.all(g.ber_positions(p.powers[t], int(m)) <= mus[s:s + m] * (1 + 1e-9))
             s += m
+
+
+def test_plan_distortion_adds_every_codebook_and_the_erased():
+    """A plan mixing two sent codebooks and erasures, with power enough that no bit flips:
+    plan_distortion is the clean quantisation error of each sent sub-vector under its own
+    codebook plus ||z - mean||^2 of each erased one, summed over all of them."""
+    import dataclasses
+
+    rng = np.random.default_rng(11)
+    V, N, B, Dd = 3, 8, 5, 2
+    cb = rng.standard_normal((V, 2 ** B, Dd)).astype(np.float32)
+    zs = _latents(rng, 200, N, Dd, cb)
+    mean = zs.mean(0)
+    de = ((zs - mean) ** 2).sum(-1).mean(0)
+    mu = np.broadcast_to(np.array([0.001, 0.01, 0.05])[:, None, None], (V, N, B)).copy()
+    A = Allocator(pvq.distortion_table([zs], cb, mu), mu, rate=2, method="jcap", erasure_distortion=de)
+    hi = A.plan(float(A.prefix_cost_range()[1] * 1e6), 1.0)
+    mixed = np.array([0, 1, 0, 1, V, 0, 1, V], np.int64)  # the bits stay where the plan put them
+    p = dataclasses.replace(hi, codebooks=mixed)
+    want = 0.0
+    for i, v in enumerate(mixed.tolist()):
+        if v == V:
+            want += ((zs[:, i] - mean[i]) ** 2).sum(-1).mean()
+        else:
+            want += ((zs[:, i] - cb[v][pvq.nearest_codeword(zs[:, i], cb[v])]) ** 2).sum(-1).mean()
+    assert plan_distortion(p, zs, cb, mean) == pytest.approx(want, rel=1e-3)

@@ -99,16 +99,23 @@ def _latents(rng, n, N, D, codebooks):
     return (codebooks[0][rng.integers(0, codebooks.shape[1], (n, N))] + 0.05 * rng.standard_normal((n, N, D))).astype(np.float32)
 
 
-def test_plan_distortion_and_floor_on_the_objective():
-    rng = np.random.default_rng(6)
+def _objective(seed, n):
+    """V = 3 codebooks of N = 8 sub-vectors (B = 5, D = 2), ``n`` training latents, their mean
+    (the erasure substitute) and an erasure-aware JCAP allocator from their table (31)."""
+    rng = np.random.default_rng(seed)
     V, N, B, Dd = 3, 8, 5, 2
     cb = rng.standard_normal((V, 2 ** B, Dd)).astype(np.float32)
-    zs = _latents(rng, 300, N, Dd, cb)
+    zs = _latents(rng, n, N, Dd, cb)
     mean = zs.mean(0)
     de = ((zs - mean) ** 2).sum(-1).mean(0)
     mu = np.broadcast_to(np.array([0.001, 0.01, 0.05])[:, None, None], (V, N, B)).copy()
-    Dt = pvq.distortion_table([zs], cb, mu)
-    A = Allocator(Dt, mu, rate=2, method="jcap", erasure_distortion=de)
+    A = Allocator(pvq.distortion_table([zs], cb, mu), mu, rate=2, method="jcap", erasure_distortion=de)
+    return cb, zs, mean, A
+
+
+def test_plan_distortion_and_floor_on_the_objective():
+    cb, zs, mean, A = _objective(6, 300)
+    V = cb.shape[0]
     c_first, c0 = A.prefix_cost_range()
     # an erasure plan: the erased sub-vectors cost exactly ||z - mean||^2
     p = A.plan(float(c_first * 1.01), 1.0)
@@ -180,14 +187,8 @@ def test_plan_distortion_adds_every_codebook_and_the_erased():
     codebook plus ||z - mean||^2 of each erased one, summed over all of them."""
     import dataclasses
 
-    rng = np.random.default_rng(11)
-    V, N, B, Dd = 3, 8, 5, 2
-    cb = rng.standard_normal((V, 2 ** B, Dd)).astype(np.float32)
-    zs = _latents(rng, 200, N, Dd, cb)
-    mean = zs.mean(0)
-    de = ((zs - mean) ** 2).sum(-1).mean(0)
-    mu = np.broadcast_to(np.array([0.001, 0.01, 0.05])[:, None, None], (V, N, B)).copy()
-    A = Allocator(pvq.distortion_table([zs], cb, mu), mu, rate=2, method="jcap", erasure_distortion=de)
+    cb, zs, mean, A = _objective(11, 200)
+    V = cb.shape[0]
     hi = A.plan(float(A.prefix_cost_range()[1] * 1e6), 1.0)
     mixed = np.array([0, 1, 0, 1, V, 0, 1, V], np.int64)  # the bits stay where the plan put them
     p = dataclasses.replace(hi, codebooks=mixed)

@@ -4,7 +4,6 @@ torch is imported inside the command functions only.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +113,7 @@ def train_cmd(
     from escmvq.training.trainer import resolve_device
 
     try:
-        dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+        dev = resolve_device(device)
     except ValueError as e:
         _fail(console, str(e))
     try:

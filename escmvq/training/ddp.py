@@ -10,12 +10,17 @@ import os
 
 import torch.distributed as dist
 
-__all__ = ["world_from_env", "setup", "teardown", "rank_world"]
+__all__ = ["world_from_env", "local_rank", "setup", "teardown", "rank_world"]
 
 
 def world_from_env() -> tuple[int, int]:
     """``(rank, world_size)`` as set by torchrun (``(0, 1)`` otherwise)."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's GPU index on its node under torchrun (``LOCAL_RANK``); 0 otherwise."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if world_from_env()[1] > 1 else 0
 
 
 def setup(backend: str = "gloo") -> tuple[int, int]:

@@ -12,7 +12,6 @@ perplexity and dead codewords per codebook.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from escmvq.core import pvq
 from escmvq.training import quantizer as Q
 from escmvq.training.checkpoint import load_checkpoint, save_checkpoint
 from escmvq.training.data import ImageSet
-from escmvq.training.ddp import rank_world
+from escmvq.training.ddp import local_rank, rank_world
 from escmvq.training.metrics import MetricsWriter
 from escmvq.training.model import ESCMVQ
 from escmvq.training.presets import Preset
@@ -85,8 +84,9 @@ def _dist() -> tuple[int, int]:
     return rank_world()
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``--device`` -> a torch device: "cpu", "cuda" (``cuda:local_rank``), "cuda:N", or "auto"
+def resolve_device(name: str) -> torch.device:
+    """``--device`` -> a torch device: "cpu", "cuda" (``cuda:LOCAL_RANK`` under torchrun, else
+    ``cuda:0``: :func:`~escmvq.training.ddp.local_rank`), "cuda:N", or "auto"
     (cuda when available, else cpu). Raises ValueError, in one line, for an unknown name or a
     CUDA device this torch build or machine does not have."""
     name = (name or "cpu").strip().lower()
@@ -99,7 +99,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__}, "
                              f"built with CUDA {torch.version.cuda}); use --device cpu")
         try:
-            dev = torch.device(name if ":" in name else f"cuda:{local_rank}")
+            dev = torch.device(name if ":" in name else f"cuda:{local_rank()}")
         except RuntimeError:
             raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:N or auto)") from None
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig) -> dict:
     norm = cfg.data.normalisation()
     mean = torch.tensor(norm["mean"], dtype=torch.float32)
     std = torch.tensor(norm["std"], dtype=torch.float32)
-    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+    device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels

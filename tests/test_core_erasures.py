@@ -1,12 +1,16 @@
 """Erasure-aware allocation (``Allocator(erasure_distortion=...)``), the flip-cost bit layout
 and the per-position power model: invariants, agreement with the allocator without
 erasures above its cheapest state, the floor chosen on the distortion objective."""
+import itertools
+import math
+
 import numpy as np
 import pytest
 
 from escmvq.core import ber, pvq
 from escmvq.core.alloc import Allocator
-from escmvq.core.alloc.erasures import choose_erasure_floor, plan_distortion
+from escmvq.core.alloc.erasures import choose_erasure_floor, fit_counts, plan_distortion, prefix_states
+from escmvq.core.alloc.walkers import Tables
 
 from test_core_alloc import synth
 
@@ -99,17 +103,19 @@ def _latents(rng, n, N, D, codebooks):
     return (codebooks[0][rng.integers(0, codebooks.shape[1], (n, N))] + 0.05 * rng.standard_normal((n, N, D))).astype(np.float32)
 
 
-def _objective(seed, n):
+def _objective(seed, n, mu=(0.001, 0.01, 0.05), erasure_floor=None):
     """V = 3 codebooks of N = 8 sub-vectors (B = 5, D = 2), ``n`` training latents, their mean
-    (the erasure substitute) and an erasure-aware JCAP allocator from their table (31)."""
+    (the erasure substitute) and an erasure-aware JCAP allocator from their table (31), with
+    target ``mu[v]`` for every bit on codebook v."""
     rng = np.random.default_rng(seed)
     V, N, B, Dd = 3, 8, 5, 2
     cb = rng.standard_normal((V, 2 ** B, Dd)).astype(np.float32)
     zs = _latents(rng, n, N, Dd, cb)
     mean = zs.mean(0)
     de = ((zs - mean) ** 2).sum(-1).mean(0)
-    mu = np.broadcast_to(np.array([0.001, 0.01, 0.05])[:, None, None], (V, N, B)).copy()
-    A = Allocator(pvq.distortion_table([zs], cb, mu), mu, rate=2, method="jcap", erasure_distortion=de)
+    mu = np.broadcast_to(np.array(mu, np.float64)[:, None, None], (V, N, B)).copy()
+    A = Allocator(pvq.distortion_table([zs], cb, mu), mu, rate=2, method="jcap", erasure_distortion=de,
+                  erasure_floor=erasure_floor)
     return cb, zs, mean, A
 
 
@@ -199,3 +205,143 @@ def test_plan_distortion_adds_every_codebook_and_the_erased():
         else:
             want += ((zs[:, i] - cb[v][pvq.nearest_codeword(zs[:, i], cb[v])]) ** 2).sum(-1).mean()
     assert plan_distortion(p, zs, cb, mean) == pytest.approx(want, rel=1e-3)
+
+
+def test_prefix_states_enter_sub_vectors_by_their_ratio_one_at_a_time_for_even_b():
+    """B even: state j sends j sub-vectors (j = 1 .. N-1), on codebook V-1, the j with the best
+    ratio of distortion drop ``de - D[V-1]`` to order-R power. Every bit of codebook V-1 has one
+    target, so that power is the same for all and the drop alone orders them; the drops' order
+    differs from the index order and from the orders of ``de + D[V-1]``, ``de - D[V-2]`` and of
+    the drop over codebook V-2's powers (its targets differ per sub-vector)."""
+    V, N, B = 2, 6, 4
+    entry = [3, 0, 5, 1, 4, 2]  # by decreasing drop
+    drop = np.empty(N)
+    drop[entry] = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    D1 = np.array([1.0, 9.0, 3.0, 2.0, 8.0, 4.0])
+    D = np.stack([0.5 * D1, D1])
+    mu = np.empty((V, N, B))
+    mu[1] = 0.01
+    mu[0] = np.array([1e-4, 1e-3, 1e-2, 1e-5, 1e-3, 1e-4])[:, None]
+    st = Allocator(D, mu, erasure_distortion=D1 + drop).state()
+    n = int(st["traj_n_prefix"])
+    assert n == N - 1
+    for j, v in enumerate(st["traj_codebooks"][:n], 1):
+        assert sorted(np.flatnonzero(v < V).tolist()) == sorted(entry[:j])
+        assert np.all(v[entry[:j]] == V - 1) and np.all(v[entry[j:]] == V)
+
+
+def test_prefix_states_refuse_an_odd_count_of_odd_sub_vectors():
+    """B odd: sub-vectors are sent in pairs, so N must be even (no allocator accepts N*B odd,
+    hence the tables directly)."""
+    tab = Tables(np.ones((1, 5)), np.full((1, 5, 5), 0.01), 2, 8, ber.EQ33)
+    with pytest.raises(ValueError) as e:
+        prefix_states(tab, np.full(5, 2.0), 50)
+    assert str(e.value) == "erasures: N = 5 sub-vectors of B = 5 bits cannot be sent in whole symbols in pairs"
+
+
+def _layouts(T, bits, orders):
+    """Every count vector over ``orders`` of ``T`` symbols carrying ``bits`` bits."""
+    for c in itertools.product(range(T + 1), repeat=len(orders) - 1):
+        if sum(c) <= T and sum(m * k for m, k in zip(orders[1:], c)) == bits:
+            yield np.array((T - sum(c),) + c)
+
+
+@pytest.mark.parametrize("T, bits", [(2, 6), (2, 8), (6, 36)])
+def test_fit_counts_reaches_the_least_power_layout(T, bits):
+    """Bits of one target: the per-bit proxy is then the layout's power (46). Near mu = 1/2 the
+    power per bit of (33) is not monotone in the order (QPSK and 256-QAM cost least, 16-QAM
+    most), so the most even layout is not the cheapest and the pair moves must go down to order
+    0 and up to the top order; here they reach the least power of all layouts (brute force)."""
+    tab = Tables(np.ones((1, 1)), np.full((1, 1, 2), 0.01), 4, 8, ber.EQ33)
+    orders = (0,) + tab.orders
+    mus = np.full(bits, 0.5)
+
+    def power(c):
+        return float(tab.symbol_powers(mus, np.repeat(np.array(orders[1:]), c[1:])).sum())
+
+    c = fit_counts(tab, mus, T, orders, 50)
+    assert c.dtype == np.int64 and c.sum() == T and int((c * np.array(orders)).sum()) == bits
+    assert power(c) == pytest.approx(min(power(lay) for lay in _layouts(T, bits, orders)), abs=1e-12)
+
+
+def test_erasure_plans_meet_the_mean_target_of_each_symbols_bits():
+    """Each used symbol of an erasure plan gets at least the power (46) its own bits' mean target
+    needs, and exactly that at a budget equal to its state's cost (no surplus): the prefix
+    states' powers are computed on the bits the plan sends, grouped as it sends them."""
+    rng, D, mu, de = _tables(12, N=16)
+    V, N, B = mu.shape
+    A = Allocator(D, mu, erasure_distortion=de)
+    st = A.state()
+    costs, n = st["traj_costs"], int(st["traj_n_prefix"])
+    at_cost = [float(c) for c, t in zip(costs[:n], A.thresholds[:n]) if c == t]
+    assert len(at_cost) > n // 2
+    c_first, c0 = A.prefix_cost_range()
+    for b in at_cost + np.geomspace(c_first, c0, 25, endpoint=False).tolist():
+        p = A.plan(b, 1.0)
+        assert p.sent_bits is not None
+        bo = p.bit_order[: p.sent_bits]
+        mus = mu[p.codebooks[bo // B], bo // B, bo % B]
+        s = 0
+        for t, m in enumerate(p.orders.tolist()):
+            if m:
+                got, target = ber.EQ33.ber(np.array([p.powers[t]]), m)[0], mus[s:s + m].mean()
+                assert got <= target * (1 + 1e-9)
+                if b in at_cost and p.powers[t] > 0:  # power 0: (33)'s BER at q = 0 already meets it
+                    assert got == pytest.approx(target, rel=1e-9)
+                s += m
+
+
+def test_plan_distortion_depends_on_power_times_gamma():
+    """The flips follow the SNR ``q = p_t * gamma``: the plans for ``(b / g, g)`` and ``(b, 1)``
+    (the same state, powers scaled by 1/g) deliver the same distortion."""
+    cb, zs, mean, A = _objective(6, 100)
+    c_first, c0 = A.prefix_cost_range()
+    for b in (c_first * 1.5, c0 * 0.95, c0 * 2):
+        want = plan_distortion(A.plan(float(b), 1.0), zs, cb, mean)
+        for g in (0.25, 4.0):
+            assert plan_distortion(A.plan(float(b / g), g), zs, cb, mean) == pytest.approx(want, rel=1e-9)
+
+
+def test_choose_erasure_floor_scores_both_plans_on_its_grid():
+    """The rows: ``n_grid`` budgets log-spaced from the first prefix state's cost (included) to
+    the cheapest all-sent state's (excluded) and 0.9, 0.95, 0.98, 0.99 of the latter; at each,
+    the erasure plan (floor inf) and the scaled plan (floor 0) at gamma 1, whatever the
+    allocator's own floor (here between the two), and the erasure plan's sent sub-vectors.
+    Loose targets put the grid below budget 1 too."""
+    cb, zs, mean, A = _objective(6, 120, mu=(0.01, 0.1, 0.4), erasure_floor=1.1)
+    V, N = cb.shape[0], zs.shape[1]
+    c_first, c0 = A.prefix_cost_range()
+    assert c_first < 1 < 1.1 < c0
+    n_grid = 8
+    floor, rows = choose_erasure_floor(A, zs, cb, mean, n_grid=n_grid)
+    bs = np.array([r["b"] for r in rows])
+    near = c0 * np.array([0.9, 0.95, 0.98, 0.99])
+    assert bs.size == n_grid + near.size and np.all(np.diff(bs) > 0)
+    is_near = np.isclose(bs[:, None], near[None], rtol=1e-12, atol=0).any(1)
+    assert is_near.sum() == near.size
+    logs = bs[~is_near]
+    assert logs[0] == pytest.approx(c_first, rel=1e-12) and logs[-1] < c0
+    np.testing.assert_allclose(np.diff(np.log(logs)), np.log(c0 / c_first) / n_grid, rtol=1e-9)
+    for r in rows:
+        pe = A.plan(r["b"], 1.0, erasure_floor=math.inf)
+        ps = A.plan(r["b"], 1.0, erasure_floor=0.0)
+        assert pe.sent_bits is not None and ps.sent_bits is None
+        assert r["erasure"] == plan_distortion(pe, zs, cb, mean)
+        assert r["scaled"] == plan_distortion(ps, zs, cb, mean)
+        assert r["sent"] == int((pe.codebooks < V).sum()) < N
+    assert floor == c0  # with these loose targets scaling never wins
+
+
+def test_choose_erasure_floor_where_scaling_starts_to_win():
+    """Tight targets: just below the cheapest all-sent state the scaled plan misses them by
+    little and beats erasing, lower down it does not. The floor is the grid budget from which
+    the scaled plan is no worse at every grid point above; the default grid has 24 + 4 points."""
+    cb, zs, mean, A = _objective(6, 120, mu=(1e-4, 1e-3, 1e-2))
+    c_first, c0 = A.prefix_cost_range()
+    floor, rows = choose_erasure_floor(A, zs, cb, mean)
+    bs = [r["b"] for r in rows]
+    assert len(rows) == 24 + 4
+    assert c_first < floor < c0 and floor in bs
+    k = bs.index(floor)
+    assert all(r["scaled"] <= r["erasure"] for r in rows[k:])
+    assert rows[k - 1]["scaled"] > rows[k - 1]["erasure"]

@@ -108,6 +108,23 @@ def test_training_maps_mark_each_pass_codebook_and_the_erasures(monkeypatch):
                           zmean.expand(8, -1, -1)[Q.to_subvectors(er[:, None].float())[..., 0] == 1])
 
 
+@pytest.mark.parametrize("dist", ["fixed", "uniform"])
+def test_uniform_erasure_rates_spread_per_image(monkeypatch, dist):
+    """``erase_dist='uniform'``: each image draws its own erasure rate from [0, 2 erase_prob],
+    so some images lose almost nothing and others almost everything (the spread of the
+    allocator's fades); ``'fixed'`` erases every sub-vector with erase_prob (binomial per image)."""
+    m = _model(**COND, noise="gray", erase_prob=(0, 0, 0, 0, 0.5), erase_dist=dist)
+    seen = _capture(monkeypatch, m)
+    m(torch.randn(64, 3, 32, 32), 5, 0.5, torch.Generator().manual_seed(4))
+    (_, cond), = seen
+    frac = (cond.reshape(5, 64, 6, 8, 8)[4, :, 5] == 1).float().mean((1, 2))  # [64] per image
+    assert 0.35 < float(frac.mean()) < 0.65
+    if dist == "uniform":
+        assert float(frac.std()) > 0.2 and float(frac.min()) < 0.1 and float(frac.max()) > 0.9
+    else:
+        assert float(frac.std()) < 0.12
+
+
 def test_mixed_maps_say_which_codebook_each_input_came_from(monkeypatch):
     m = _model(**COND, cond_mix=0.6)
     with torch.no_grad():

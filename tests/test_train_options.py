@@ -46,6 +46,7 @@ def test_defaults_are_the_paper_algorithm():
     ({"encoder_grad_codebooks": 0}, "encoder_grad_codebooks"), ({"encoder_grad_codebooks": 6}, "encoder_grad_codebooks"),
     ({"schedule": "random"}, "schedule"), ({"noise": "awgn"}, "noise"), ({"joint_init": "zero"}, "joint_init"),
     ({"erase_prob": (0.1,)}, "erase_prob"), ({"erase_prob": (0, 0, 0, 0, 1.0)}, "erase_prob"),
+    ({"erase_dist": "normal"}, "erase_dist"), ({"erase_prob": (0, 0, 0, 0, 0.6), "erase_dist": "uniform"}, "at most 0.5"),
 ])
 def test_bad_options_rejected(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -303,7 +304,7 @@ def test_cli_flags_reach_the_preset(tmp_path):
     train_cli.register(app)
     args = ["train", "--preset", "tiny", "--dataset", "npz", "--data-dir", str(d), "--out", str(tmp_path / "run"),
             "--threads", "1", "--commit-clean", "--encoder-grad-codebooks", "1", "--schedule", "joint-draw",
-            "--noise", "gray", "--erase-prob", "0,0,0,0,0.2", "--mu-min", "0.0005,0.002,0.01,0.05,0.2",
+            "--noise", "gray", "--erase-prob", "0,0,0,0,0.2", "--erase-dist", "uniform", "--mu-min", "0.0005,0.002,0.01,0.05,0.2",
             "--lr", "0.0003", "--tau0", "0.25", "--epochs", "0,0,0,0,1", "--decoder-cond", "codebook",
             "--cond-mix", "0.2", "--init-from", str(ck)]
     r = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
@@ -311,7 +312,7 @@ def test_cli_flags_reach_the_preset(tmp_path):
     m, c = load_checkpoint(tmp_path / "run" / "final.ckpt")
     p = m.preset
     assert (p.commit_clean, p.encoder_grad_codebooks, p.schedule, p.noise) == (True, 1, "joint-draw", "gray")
-    assert p.erase_prob == (0, 0, 0, 0, 0.2) and p.mu_min == (0.0005, 0.002, 0.01, 0.05, 0.2)
+    assert p.erase_prob == (0, 0, 0, 0, 0.2) and p.erase_dist == "uniform" and p.mu_min == (0.0005, 0.002, 0.01, 0.05, 0.2)
     assert (p.lr, p.tau0) == (0.0003, 0.25) and c["init_from"] == str(ck)
     assert (p.decoder_cond, p.cond_mix) == ("codebook", 0.2) and m.decoder.cond_channels == p.V + 1
     r = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "missing.ckpt")], env={"COLUMNS": "200"})

@@ -58,6 +58,9 @@ def train_cmd(
         None, "--noise", help="bsc (i.i.d. flips at mu) or gray (per-position Gray 16-QAM BER, erasures by --erase-prob)"),
     erase_prob: Optional[str] = typer.Option(
         None, "--erase-prob", help="--noise gray: probability per codebook that a sub-vector is erased, e.g. '0,0,0,0,0.3'"),
+    erase_dist: Optional[str] = typer.Option(
+        None, "--erase-dist", help="--erase-prob: 'fixed' (every sub-vector with the probability) or 'uniform' (each "
+        "image draws its rate uniformly from [0, 2 p]: the spread of erasure rates deep and good fades deliver)"),
     mu_min: Optional[str] = typer.Option(
         None, "--mu-min", help="floors of mu per codebook, e.g. '0.0005,0.002,0.01,0.05,0.2'"),
     decoder_cond: Optional[str] = typer.Option(
@@ -107,7 +110,7 @@ def train_cmd(
                                  mu_raw_min=mu_raw_min, commit_clean=commit_clean or None,
                                  encoder_grad_codebooks=encoder_grad_codebooks, schedule=schedule,
                                  joint_init=joint_init, noise=noise, lr=lr, tau0=tau0, decoder_cond=decoder_cond,
-                                 cond_mix=cond_mix, erase_prob=erase_prob, mu_min=mu_min,
+                                 cond_mix=cond_mix, erase_prob=erase_prob, erase_dist=erase_dist, mu_min=mu_min,
                                  decoder_input=decoder_input, freeze=freeze, eta=eta)
     shares = _stage_share(console, p.V, stage_share)
     from escmvq.training.trainer import resolve_device

@@ -275,7 +275,10 @@ class ESCMVQ(nn.Module):
             zhat = z_enc + (z_dec - z_enc).detach()  # (14)
             cbu = torch.full((b, p.N), u, dtype=torch.long, device=z.device) if p.cond_channels else None
             if gray and p.erase_prob is not None and p.erase_prob[u] > 0:
-                er = torch.rand(b, p.N, generator=generator, device=z.device) < p.erase_prob[u]
+                rate = p.erase_prob[u]
+                if p.erase_dist == "uniform":  # one rate per sample, uniform on [0, 2 erase_prob]
+                    rate = 2 * rate * torch.rand(b, 1, generator=generator, device=z.device)
+                er = torch.rand(b, p.N, generator=generator, device=z.device) < rate
                 zhat = torch.where(er[..., None], zmean[None].expand_as(zhat), zhat)
                 if cbu is not None:
                     cbu = torch.where(er, p.V, cbu)

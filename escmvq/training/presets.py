@@ -90,6 +90,11 @@ class Preset:
     # runtime's receiver does) with probability erase_prob[u] per codebook
     noise: str = "bsc"
     erase_prob: tuple[float, ...] | None = None
+    # how a sample's erasures are drawn: "fixed": every sub-vector with erase_prob[u];
+    # "uniform": each sample first draws its own rate uniformly from [0, 2 erase_prob[u]]
+    # (same mean), so the decoder sees the spread of erasure rates the allocator delivers
+    # (none in a good fade, most sub-vectors in a deep one)
+    erase_dist: str = "fixed"
     # reliability-aware decoder: "codebook" gives the decoder a second input, the one-hot map
     # [V+1, h, w] of the codebook each sub-vector was sent on (channel V: not sent), which the
     # receiver knows from the plan; its weights start at zero (a fine-tune starts from the
@@ -173,6 +178,11 @@ class Preset:
             raise ValueError(f"preset {self.name}: noise must be 'bsc' or 'gray'")
         if self.erase_prob is not None and (len(self.erase_prob) != V or any(not 0 <= e < 1 for e in self.erase_prob)):
             raise ValueError(f"preset {self.name}: erase_prob needs V={V} entries in [0, 1)")
+        if self.erase_dist not in ("fixed", "uniform"):
+            raise ValueError(f"preset {self.name}: erase_dist must be 'fixed' or 'uniform'")
+        if self.erase_dist == "uniform" and self.erase_prob is not None and max(self.erase_prob) > 0.5:
+            raise ValueError(f"preset {self.name}: erase_dist 'uniform' draws rates up to 2 erase_prob, "
+                             "so erase_prob must be at most 0.5")
         if self.decoder_cond not in (None, "codebook"):
             raise ValueError(f"preset {self.name}: decoder_cond must be None or 'codebook'")
         if self.decoder_cond is not None and self.quantizer != "vq":

@@ -15,7 +15,8 @@ erasures), ``joint`` (all V decoded every step from the start: stage V's cost fr
 decoder), ``cond-mix`` (it with mixed maps and Gray/erasure noise), ``posterior`` (the
 conditioned decoder fed posterior-mean codewords, Gray noise, erasures on codebook 5), ``c5``
 (the default's options: conditioned decoder, Gray noise, erasures on codebook 5) and
-``freeze-encoder`` / ``freeze-codebook1`` (c5 with codebook 1's path held from stage 2 on). The joint schedules only
+``freeze-encoder`` / ``freeze-codebook1`` (c5 with codebook 1's path held from stage 2 on),
+``freeze-encoder-eu`` (freeze-encoder with a uniform erasure rate per image). The joint schedules only
 run stage V; the others every requested stage.
 
     python benchmarks/bench_training.py --presets cpu --options default commit-clean enc-grad-1 gray joint joint-draw --stages 1 5 --iters 6 --warmup 2 --out benchmarks/results/training_options.json
@@ -52,6 +53,8 @@ OPTIONS = {
                        "freeze": "encoder"},
     "freeze-codebook1": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
                          "freeze": "codebook1"},
+    "freeze-encoder-eu": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
+                          "freeze": "encoder", "erase_dist": "uniform"},
 }
 
 

@@ -134,11 +134,12 @@ def test_receive_frame_reads_a_pilots_frame_with_its_settings_batch_by_batch(end
     receiver's estimator (here LMMSE), header failures reported by tile."""
     from escmvq.runtime import Receiver
     from escmvq.runtime.csi import CsiConfig, apply_channel_csi
+    from escmvq.runtime.images import untile_into
     from escmvq.runtime.receiver import receive_frame
     from escmvq.runtime.transmitter import transmit_image
 
     txp = ends[2]
-    frame = transmit_image(txp, img, 25.0, np.random.default_rng(3), noise_var=4.0)[0]
+    frame = transmit_image(txp, img, 8.0, np.random.default_rng(3), noise_var=4.0)[0]
     pre = frame.preamble.copy()
     hdr = 4 + np.arange(3) * 11  # the first header symbol of each of the three copies
     for row in (1, 4):
@@ -150,10 +151,13 @@ def test_receive_frame_reads_a_pilots_frame_with_its_settings_batch_by_batch(end
     assert [f[0] for f in failed] == [1, 4] and all("CRC-8" in why for _, why in failed)
     by_hand = Receiver(txp.bundle, threads=1, decoding="soft", csi=replace(frame.csi, estimator="lmmse"))
     rng = np.random.default_rng(4)
+    want = np.empty_like(out)
     for i, j in ((0, 4), (4, 6)):
         y, y_pre = apply_channel_csi(frame.samples[i:j], frame.preamble[i:j], frame.h[i:j], rng, 4.0)
         q, read = by_hand.receive_pilots(y_pre, y, frame.p_tot, 4.0)
         np.testing.assert_array_equal(labels[i:j], q.labels)
+        untile_into(want, q.tiles, i, frame.grid)
+    np.testing.assert_array_equal(out, want)  # the frame's sigma^2 (not 1) in the LLRs and the estimate
     assert (labels[[1, 4]] == -1).all() and (labels[[0, 2, 3, 5]] >= 0).any()
 
 

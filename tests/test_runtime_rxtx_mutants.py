@@ -456,6 +456,7 @@ def test_send_refusals_defaults_and_results(ends):
     assert r.preamble is None and r.gamma_q is None
     same = tx.send(tiles, p_tot=r.p_tot, h=np.ones((2, 1)), noise_var=4.0)  # h as [b, 1]; p_tot given
     assert same.samples.tobytes() == r.samples.tobytes() and np.array_equal(same.labels, r.labels)
+    assert same.h.dtype == np.complex64
     assert tx.send(tiles, snr_db=-50.0, p_tot=r.p_tot, noise_var=4.0).samples.tobytes() == r.samples.tobytes()
     t0 = time.perf_counter()
     r = tx.send(tiles, 10.0)
@@ -481,3 +482,49 @@ def test_not_sent_sub_vectors_are_labelled_on_the_last_codebook(ends):
     assert gone.any() and (~gone).any()
     last = quantize(pvq.to_subvectors(tx.encode(tiles)), b.codebooks, np.full(N, V - 1))
     np.testing.assert_array_equal(r.labels[gone], last[gone])
+
+
+def test_send_subvectors_plans_from_sigma2_one_by_default_or_the_given_gamma(ends):
+    from escmvq.core import pvq
+    from escmvq.core.channels import channel_gamma
+    from escmvq.runtime.transmitter import send_subvectors
+
+    tx = ends[0]
+    b = tx.bundle
+    tiles = np.random.default_rng(2).random((2, 3, *b.tile_size), dtype=np.float32)
+    zs = pvq.to_subvectors(tx.encode(tiles))
+    h = np.array([0.6 + 0.1j, 1.2 - 0.5j], np.complex64)
+    rec = _Recorder(tx.plans)
+    send_subvectors(zs, b.codebooks, tx._search, rec, tx._B, 500.0, h)
+    send_subvectors(zs, b.codebooks, tx._search, rec, tx._B, 500.0, h, 4.0, gamma=np.array([0.25, 3.0]))
+    assert [(p, g.tolist()) for p, g in rec.calls] == [(500.0, channel_gamma(h, 1.0).tolist()), (500.0, [0.25, 3.0])]
+
+
+def test_a_pilots_transmitter_plans_with_the_headers_gamma_of_h2_over_sigma2(ends, monkeypatch):
+    from escmvq.runtime.transmitter import Transmitter
+
+    txp = ends[2]
+    tiles = np.random.default_rng(3).random((2, 3, *txp.bundle.tile_size), dtype=np.float32)
+    h = np.array([0.6 + 0.2j, 1.4 - 0.8j], np.complex64)
+    rec = _Recorder(txp.plans)
+    monkeypatch.setattr(txp, "plans", rec)
+    t0 = time.perf_counter()
+    r = txp.send(tiles, p_tot=900.0, h=h, noise_var=4.0)
+    wall = time.perf_counter() - t0
+    assert r.gamma_q is not None and [g.tolist() for _, g in rec.calls] == [r.gamma_q.tolist()]
+    assert 0 <= r.timings["preamble"] and sum(r.timings.values()) <= wall
+    half = txp.send(tiles, p_tot=900.0, h=h / 2, noise_var=1.0)  # the same |h|^2 / sigma^2, exactly
+    unit = txp.send(tiles, p_tot=900.0, h=h, noise_var=1.0)
+    assert r.gamma_q.tolist() == half.gamma_q.tolist() != unit.gamma_q.tolist()
+    # the bundle object given, not the default one; encode takes any float tiles
+    other = dataclasses_replace_manifest(txp.bundle)
+    tx = Transmitter(other, threads=1)
+    assert tx.bundle is other
+    np.testing.assert_array_equal(tx.encode(tiles.astype(np.float64)), tx.encode(tiles))
+
+
+def dataclasses_replace_manifest(bundle):
+    """``bundle`` as another object (same tables)."""
+    import dataclasses
+
+    return dataclasses.replace(bundle, manifest=dict(bundle.manifest))

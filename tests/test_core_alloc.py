@@ -340,3 +340,20 @@ def test_finish_powers_surplus_deficit_and_messages():
     p, w = finish_powers(base, 4.0, 0.5, 2.0, "exact")
     np.testing.assert_allclose(p, [0.125, 0.375])
     assert w == ["budget below the cheapest state (2 > p_tot 0.5): all powers scaled by 0.25 (-6.02 dB), BER targets missed"]
+
+
+def test_batched_position_powers_skip_an_order_no_state_uses():
+    """The batched per-position inverse equals one ``ber.power_positions`` call per state and order,
+    also when an order in the middle (here 4) carries no symbol in any state: the orders above
+    it are still computed."""
+    from escmvq.core import ber as _ber
+    from escmvq.core.alloc.allocator import _batched_position_powers
+
+    rng = np.random.default_rng(5)
+    order_rows = [np.array([2, 6, 8, 6, 2]), np.array([8, 2, 6])]
+    mus_rows = [rng.uniform(1e-4, 0.2, int(o.sum())) for o in order_rows]
+    got = _batched_position_powers(mus_rows, order_rows)
+    for mus, o, g in zip(mus_rows, order_rows, got):
+        starts = np.concatenate(([0], np.cumsum(o)[:-1]))
+        want = [_ber.power_positions(mus[s:s + m][None], int(m))[0] for s, m in zip(starts, o)]
+        np.testing.assert_array_equal(g, want)

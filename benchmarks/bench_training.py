@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+# the default bundle's options: conditioned decoder, Gray noise, erasures on codebook 5
+_C5 = {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)}
 OPTIONS = {
     "default": {},
     "commit-clean": {"commit_clean": True},
@@ -46,15 +48,11 @@ OPTIONS = {
     "joint-draw": {"schedule": "joint-draw"},
     "cond": {"decoder_cond": "codebook"},
     "cond-mix": {"decoder_cond": "codebook", "cond_mix": 0.3, "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.1, 0.3)},
-    "posterior": {"decoder_cond": "codebook", "decoder_input": "posterior", "noise": "gray",
-                  "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)},
-    "c5": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3)},
-    "freeze-encoder": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
-                       "freeze": "encoder"},
-    "freeze-codebook1": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
-                         "freeze": "codebook1"},
-    "freeze-encoder-eu": {"decoder_cond": "codebook", "noise": "gray", "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3),
-                          "freeze": "encoder", "erase_dist": "uniform"},
+    "posterior": {**_C5, "decoder_input": "posterior"},
+    "c5": _C5,
+    "freeze-encoder": {**_C5, "freeze": "encoder"},
+    "freeze-codebook1": {**_C5, "freeze": "codebook1"},
+    "freeze-encoder-eu": {**_C5, "freeze": "encoder", "erase_dist": "uniform"},
 }
 
 

@@ -517,14 +517,7 @@ def test_a_pilots_transmitter_plans_with_the_headers_gamma_of_h2_over_sigma2(end
     unit = txp.send(tiles, p_tot=900.0, h=h, noise_var=1.0)
     assert r.gamma_q.tolist() == half.gamma_q.tolist() != unit.gamma_q.tolist()
     # the bundle object given, not the default one; encode takes any float tiles
-    other = dataclasses_replace_manifest(txp.bundle)
+    other = replace(txp.bundle, manifest=dict(txp.bundle.manifest))  # another object, the same tables
     tx = Transmitter(other, threads=1)
     assert tx.bundle is other
     np.testing.assert_array_equal(tx.encode(tiles.astype(np.float64)), tx.encode(tiles))
-
-
-def dataclasses_replace_manifest(bundle):
-    """``bundle`` as another object (same tables)."""
-    import dataclasses
-
-    return dataclasses.replace(bundle, manifest=dict(bundle.manifest))

@@ -27,10 +27,11 @@ from escmvq.training.presets import Preset
 
 __all__ = ["ESCMVQ", "Encoder", "Decoder"]
 
-@functools.lru_cache(maxsize=1)
-def _gray_ratio_table():
-    """``(log mu grid, r_s)``: the exact BER of Gray 16-QAM's strong (sign) bit over the
-    average BER mu, at the symbol SNR where the average is mu (escmvq.core.ber)."""
+@functools.lru_cache(maxsize=None)
+def _gray_ratio_table(device: torch.device = torch.device("cpu")):
+    """``(log mu grid, r_s)`` on ``device``: the exact BER of Gray 16-QAM's strong (sign) bit
+    over the average BER mu, at the symbol SNR where the average is mu (escmvq.core.ber).
+    Built once per device (read every training step)."""
     import numpy as np
 
     from escmvq.core.ber import GrayQamExact
@@ -40,7 +41,7 @@ def _gray_ratio_table():
     q = g.power(mu, 4)
     pos = g.ber_positions(q, 4)  # [n, 4]: strong, strong, weak, weak
     r = np.where(mu < 0.5, pos[:, 0] / mu, 1.0)
-    return torch.from_numpy(np.log(mu)), torch.from_numpy(r)
+    return torch.from_numpy(np.log(mu)).to(device), torch.from_numpy(r).to(device)
 
 
 class ResBlock(nn.Module):
@@ -359,7 +360,7 @@ class ESCMVQ(nn.Module):
         random Gray 16-QAM position, strong (sign) or weak with probability 1/2, whose exact BER
         at the power meeting ``mu`` on average is ``mu * r_s(mu)`` or ``mu * (2 - r_s(mu))``
         (``r_s`` interpolated from a table, detached: the gradient to mu is the ratio)."""
-        grid, rs = (t.to(mu.device) for t in _gray_ratio_table())
+        grid, rs = _gray_ratio_table(mu.device)
         with torch.no_grad():
             lm = torch.log(mu.detach().double().clamp(1e-8, 0.5))
             pos = torch.searchsorted(grid, lm.reshape(-1)).clamp(1, grid.numel() - 1)

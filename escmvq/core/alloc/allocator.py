@@ -214,8 +214,6 @@ class Allocator:
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._key = tab.rank_key
         self._r2f = tab.rank_to_flat.astype(np.int64)
-        self._ib = tab.i_of_bit
-        self._arnb = tab.ar_nb
         self._const_orders = None if "counts" in self._a else np.full(tab.T, tab.R, np.int64)
         a = self._a
         self._erasures = "n_prefix" in a

@@ -75,8 +75,9 @@ def test_link_with_erasures_round_trips(stats_bundle):
 
 
 def test_shipped_model_low_snr_beats_scale_all_and_nothing():
-    """The shipped default (erasures) vs the same tables without erasures, 64 CIFAR-10 test
-    images at -5 dB Rayleigh, the same fading and noise: erasures gain, and beat sending nothing."""
+    """The shipped default (erasures) vs the same tables without erasures, 1,000 CIFAR-10 test
+    images at -5 and -2 dB Rayleigh, the same fading and noise: erasures gain (a paired
+    comparison: the mean gain more than two standard errors above 0), and beat sending nothing."""
     if not CIFAR_TEST.exists():
         pytest.skip(f"needs CIFAR-10 ({CIFAR_TEST})")
     from escmvq.eval.datasets import load_images
@@ -89,17 +90,19 @@ def test_shipped_model_low_snr_beats_scale_all_and_nothing():
 
     b = load_bundle()
     assert b.allocator.erasures
-    imgs = load_images("cifar10", 64)
+    imgs = load_images("cifar10", 1000)
     old = make_allocator(b.distortion, b.mu, rate=b.rate, method="jcamp", variant="exact")
-    new = sweep_esc(b, imgs, [-5.0], methods=("jcamp",), seed=0)["jcamp"].psnr.mean()
-    was = sweep_esc(b, imgs, [-5.0], methods=("jcamp",), seed=0,
-                    links={"jcamp": EscLink(b, "jcamp", allocator=old)})["jcamp"].psnr.mean()
+    new = sweep_esc(b, imgs, [-5.0, -2.0], methods=("jcamp",), seed=0)["jcamp"].psnr  # [2, 1000]
+    was = sweep_esc(b, imgs, [-5.0, -2.0], methods=("jcamp",), seed=0,
+                    links={"jcamp": EscLink(b, "jcamp", allocator=old)})["jcamp"].psnr
+    gain = (new - was).ravel()
+    # measured +0.19 / +0.15 dB (standard error 0.035 / 0.032) with the shipped bundle; on all
+    # 10,000 test images +0.10 / +0.10 dB. 64 images (this test's earlier size) gave a standard
+    # error of 0.15 dB: too few to see a 0.1 dB gain
+    assert gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(gain.size), (gain.mean(), gain.std(ddof=1))
     _, h, w = b.latent_shape
     x = Receiver(b).decode(pvq.from_subvectors(b.latent_mean[None], h, w), b.codebooks.shape[0])[0]  # all not sent
     rec = np.clip(np.rint(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
     nothing = psnr_batch(imgs, np.broadcast_to(rec, imgs.shape)).mean()
-    # measured +0.10 dB with the shipped bundle (15.50 vs 15.40 dB; its codebook 5 learned flip
-    # probabilities up to 0.31, so scaling costs less) and +0.72 dB with the earlier default (mu at 0.05)
-    assert new > was + 0.05, (new, was)
     # the link beats sending nothing (with the Algorithm 1 bundle scaling every power even fell below it)
-    assert new > max(nothing, was), (new, nothing, was)
+    assert new[0].mean() > max(nothing, was[0].mean()), (new[0].mean(), nothing, was[0].mean())

@@ -197,3 +197,18 @@ def test_a_surplus_is_never_spent_on_an_unused_channel_use():
         p = A.plan(float(b), 1.0, erasure_floor=math.inf)
         assert p.state_index == k - n_prefix and (p.orders == 0).sum() == unused[k]
         assert np.all(p.powers[p.orders == 0] == 0) and p.powers.sum() == pytest.approx(b)
+    # a budget of exactly a state's cost (p_tot * gamma == cost, p_tot one ulp above cost / gamma):
+    # the unused channel uses still get exactly 0, not the rounding residue
+    rng, hit = np.random.default_rng(0), 0
+    for k in ks:
+        s = float(st["traj_costs"][k])
+        if unused[k] == 0 or s != thr[k]:
+            continue
+        for g in rng.uniform(0.1, 3.0, 200):
+            p_tot = float(np.nextafter(s / g, math.inf))
+            if p_tot * g == s and p_tot - s / g != 0:
+                p = A.plan(p_tot, float(g), erasure_floor=math.inf)
+                assert p.state_index == k - n_prefix and np.all(p.powers[p.orders == 0] == 0)
+                hit += 1
+                break
+    assert hit >= 3

@@ -38,15 +38,22 @@ ARMS = {
     "exact+erasures": (dict(variant="exact", erasures=True), "hard", "exact"),
     "exact+erasures+soft": (dict(variant="exact", erasures=True), "soft", "exact+erasures"),
     "exact+soft": (dict(variant="exact"), "soft", "exact"),
+    # erasures with the floor the export chose (the scaled all-sent state kept from that budget up),
+    # as the bundle's own allocator has them
+    "exact+erasures+floor": (dict(variant="exact", erasures=True, floor=True), "hard", "exact"),
+    # what the erasure states add when the receiver is soft already (the shipped bundle's pairing)
+    "exact+soft+erasures": (dict(variant="exact", erasures=True), "soft", "exact+soft"),
+    "exact+soft+erasures+floor": (dict(variant="exact", erasures=True, floor=True), "soft", "exact+soft"),
 }
 
 
-def allocator(bundle, method: str, variant: str, positions: bool = False, erasures: bool = False):
-    """The arm's allocator, rebuilt from the bundle's tables."""
+def allocator(bundle, method: str, variant: str, positions: bool = False, erasures: bool = False, floor: bool = False):
+    """The arm's allocator, rebuilt from the bundle's tables; ``floor``: the bundle's erasure floor
+    (default: always erase below the cheapest state)."""
     return make_allocator(bundle.distortion, bundle.mu, rate=bundle.rate, method=method, variant=variant,
                           m_max=int(bundle.model.get("m_max", 8)),
                           erasure_distortion=bundle.erasure_distortion if erasures else None,
-                          erasure_floor=None,  # always erase below the cheapest state
+                          erasure_floor=bundle.model.get("allocator", {}).get("erasure_floor") if floor else None,
                           flip_cost=pvq.flip_cost(bundle.codebooks, bundle.label_prior) if positions else None,
                           positions=positions)
 

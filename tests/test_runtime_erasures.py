@@ -98,7 +98,7 @@ def test_shipped_model_low_snr_beats_scale_all_and_nothing():
     gain = (new - was).ravel()
     # measured +0.19 / +0.15 dB (standard error 0.035 / 0.032) with the shipped bundle; on all
     # 10,000 test images +0.10 / +0.10 dB. 64 images (this test's earlier size) gave a standard
-    # error of 0.15 dB: too few to see a 0.1 dB gain
+    # error of 0.15 dB: too few to see a 0.1 dB gain (benchmarks/ablation_low_snr.py, arms exact+soft*)
     assert gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(gain.size), (gain.mean(), gain.std(ddof=1))
     _, h, w = b.latent_shape
     x = Receiver(b).decode(pvq.from_subvectors(b.latent_mean[None], h, w), b.codebooks.shape[0])[0]  # all not sent

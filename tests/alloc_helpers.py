@@ -1,7 +1,9 @@
-"""What the allocator test files share: trained-like tables drawn from a given sampler."""
+"""What the allocator test files share: trained-like tables drawn from a given sampler, and a custom BER model."""
 from __future__ import annotations
 
 import numpy as np
+
+from escmvq.core import ber
 
 MU_MIN = np.array([0.0005, 0.001, 0.0045, 0.02, 0.05])
 
@@ -22,3 +24,15 @@ def trained_like_tables(draw, V: int = 5, N: int = 64, B: int = 9, ties: bool = 
         mu[:, half:] = mu[:, : N - half]
         D[:, half:] = D[:, : N - half]
     return D, mu
+
+
+class Scaled:
+    """A custom BER model: (33) needing twice the power."""
+
+    name = "scaled"
+
+    def ber(self, q, m):
+        return ber.EQ33.ber(np.asarray(q) / 2, m)
+
+    def power(self, mu, m):
+        return 2 * ber.EQ33.power(mu, m)

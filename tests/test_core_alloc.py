@@ -9,7 +9,7 @@ from escmvq.core import ber, channels
 from escmvq.core.alloc import Allocator, jcamp, jcap, jcap_literal
 from escmvq.core.alloc.walkers import Tables
 from escmvq.runtime import Allocator as RtAllocator, jcamp as rt_jcamp, jcap as rt_jcap
-from alloc_helpers import MU_MIN, trained_like_tables
+from alloc_helpers import MU_MIN, Scaled, trained_like_tables
 
 COMBOS = [("jcap", "exact"), ("jcap", "paper"), ("jcamp", "exact"), ("jcamp", "paper")]
 
@@ -183,17 +183,6 @@ def test_from_state_does_not_recompute(monkeypatch):
 def test_swappable_ber_model():
     rng = np.random.default_rng(8)
     D, mu = synth(rng, 4, 8, 6)
-
-    class Scaled:
-        """A toy model: (33) needing twice the power."""
-
-        name = "scaled"
-
-        def ber(self, q, m):
-            return ber.EQ33.ber(np.asarray(q) / 2, m)
-
-        def power(self, mu, m):
-            return 2 * ber.EQ33.power(mu, m)
 
     p33 = jcap(D, mu, 500.0, 1.0, rate=4)
     pex = jcap(D, mu, 500.0, 1.0, rate=4, ber_model="gray-exact")

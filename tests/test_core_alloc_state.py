@@ -6,21 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from escmvq.core import ber
 from escmvq.core.alloc import Allocator
+from alloc_helpers import Scaled
 from test_core_alloc import COMBOS, synth
-
-
-class Scaled:
-    """A custom BER model: (33) needing twice the power."""
-
-    name = "scaled"
-
-    def ber(self, q, m):
-        return ber.EQ33.ber(np.asarray(q) / 2, m)
-
-    def power(self, mu, m):
-        return 2 * ber.EQ33.power(mu, m)
 
 
 def _erasure_tables(seed=0, N=16, B=8):

@@ -77,7 +77,7 @@ def test_link_with_erasures_round_trips(stats_bundle):
 def test_shipped_model_low_snr_beats_scale_all_and_nothing():
     """The shipped default (erasures) vs the same tables without erasures, 1,000 CIFAR-10 test
     images at -5 and -2 dB Rayleigh, the same fading and noise: erasures gain (a paired
-    comparison: the mean gain more than two standard errors above 0), and beat sending nothing."""
+    comparison: at each SNR the mean gain more than two standard errors above 0), and beat sending nothing."""
     if not CIFAR_TEST.exists():
         pytest.skip(f"needs CIFAR-10 ({CIFAR_TEST})")
     from escmvq.eval.datasets import load_images
@@ -95,11 +95,12 @@ def test_shipped_model_low_snr_beats_scale_all_and_nothing():
     new = sweep_esc(b, imgs, [-5.0, -2.0], methods=("jcamp",), seed=0)["jcamp"].psnr  # [2, 1000]
     was = sweep_esc(b, imgs, [-5.0, -2.0], methods=("jcamp",), seed=0,
                     links={"jcamp": EscLink(b, "jcamp", allocator=old)})["jcamp"].psnr
-    gain = (new - was).ravel()
+    gain = new - was  # [2, 1000], per SNR
     # measured +0.19 / +0.15 dB (standard error 0.035 / 0.032) with the shipped bundle; on all
     # 10,000 test images +0.10 / +0.10 dB. 64 images (this test's earlier size) gave a standard
     # error of 0.15 dB: too few to see a 0.1 dB gain (benchmarks/ablation_low_snr.py, arms exact+soft*)
-    assert gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(gain.size), (gain.mean(), gain.std(ddof=1))
+    se = gain.std(axis=1, ddof=1) / np.sqrt(gain.shape[1])
+    assert np.all(gain.mean(axis=1) > 2 * se), (gain.mean(axis=1), se)
     _, h, w = b.latent_shape
     x = Receiver(b).decode(pvq.from_subvectors(b.latent_mean[None], h, w), b.codebooks.shape[0])[0]  # all not sent
     rec = np.clip(np.rint(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)

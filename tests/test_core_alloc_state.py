@@ -9,12 +9,12 @@ import pytest
 from escmvq.core.alloc import Allocator
 from alloc_helpers import Scaled
 from test_core_alloc import COMBOS, synth
+from test_core_erasures import _tables
 
 
 def _erasure_tables(seed=0, N=16, B=8):
-    rng = np.random.default_rng(seed)
-    D, mu = synth(rng, N=N, B=B)
-    return D, mu, D[-1] * rng.uniform(1.3, 2.5, N)
+    """``(D, mu, erasure distortion)`` of test_core_erasures' tables, smaller by default."""
+    return _tables(seed, N, B)[1:]
 
 
 def _assert_same_state(a: dict, b: dict):

@@ -14,7 +14,9 @@
 # are fine-tunes of the held stage 5 (docs/training_ablation.md "(F)") from BASE (default
 # runs/ablation/B1/final.ckpt, the refreshed codebook 1); an arm with a "pre" step (ft-b3x4) first
 # trains that step into runs/gpu/ARM-pre and starts from its final.ckpt.
-# The arms (name -> extra flags) are in the case statements below.
+# The arms (name -> extra flags) are in the case statements below; bl-METHOD-LEVEL (e.g. bl-esc-svq-1,
+# bl-bsc-vq-0.1) trains a baseline pair. An arm the deadline stopped comes back as ARM.last.ckpt, whole,
+# so that `escmvq train ... --resume` (or train-baselines) can finish it.
 set -u
 DATA=$1; OUT=$2; DEADLINE=$3; shift 3
 ESCMVQ=(python3 -c "import sys; from escmvq.cli.main import main; sys.argv[0] = 'escmvq'; main()")
@@ -48,6 +50,11 @@ flags() {
     ft-x5-eu) echo "$FT --epochs 0,0,0,0,5 --erase-dist uniform" ;;
     ft-x5-eu-lr2) echo "$FT --epochs 0,0,0,0,5 --erase-dist uniform --lr 2e-3" ;;
     ft-x3-eu-lr05) echo "$FT --epochs 0,0,0,0,3 --erase-dist uniform --lr 5e-4" ;;
+    ft-x8-eu-lr2) echo "$FT --epochs 0,0,0,0,8 --erase-dist uniform --lr 2e-3" ;;
+    # the equal-budget baseline pairs of docs/evaluation.md (escmvq train-baselines' training command:
+    # 67 epochs of 390 steps, seed 0); export them with train-baselines, which skips a pair whose
+    # final.ckpt exists (put ARM.ckpt at OUT/NAME/final.ckpt)
+    bl-*) s=${1#bl-}; echo "--baseline ${s%-*}:${s##*-} --epochs ${BL_EPOCHS:-67} --log-every 0" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }
@@ -79,7 +86,8 @@ for arm in "$@"; do
   f=$(flags "$arm") || exit 2
   p=$(pre "$arm")
   [ -n "$p" ] && f="$p"  # the arm's own init does not exist yet: smoke its pre step
-  "${ESCMVQ[@]}" train --preset cpu --dataset cifar10 --data-dir runs/gpu/data --limit 512 $f --epochs 1,1,1,1,1 \
+  se=1,1,1,1,1; [[ $arm == bl-* ]] && se=1  # a baseline pair has one stage
+  "${ESCMVQ[@]}" train --preset cpu --dataset cifar10 --data-dir runs/gpu/data --limit 512 $f --epochs $se \
     --steps-per-epoch 2 --distortion-images 64 --device "$DEVICE" --out "runs/gpu/smoke-$arm" \
     > "runs/gpu/smoke-$arm.log" 2>&1 &
   spids+=($!)
@@ -114,8 +122,12 @@ while :; do
   for arm in "$@"; do printf '%s: %s\n' "$arm" "$(grep -sE '^stage [0-9] epoch' "runs/gpu/$arm.log" | tail -1)"; done | sort > runs/gpu/progress.txt
 done
 for arm in "$@"; do
-  ck="runs/gpu/$arm/final.ckpt"; [ -f "$ck" ] || ck="runs/gpu/$arm/last.ckpt"
-  [ -f "$ck" ] && python3 -c "from escmvq.training.checkpoint import strip_checkpoint as s; s('$ck', '$OUT/$arm.ckpt')"
+  ck="runs/gpu/$arm/final.ckpt"
+  if [ -f "$ck" ]; then
+    python3 -c "from escmvq.training.checkpoint import strip_checkpoint as s; s('$ck', '$OUT/$arm.ckpt')"
+  elif [ -f "runs/gpu/$arm/last.ckpt" ]; then  # unfinished: kept whole (optimizer state), so it resumes
+    ck="runs/gpu/$arm/last.ckpt"; cp "$ck" "$OUT/$arm.last.ckpt"
+  fi
   echo "$arm: $ck $(grep -sE '^stage [0-9] epoch' "runs/gpu/$arm.log" | tail -1)"
   cp "runs/gpu/$arm/metrics.jsonl" "runs/gpu/$arm.metrics.jsonl" 2>/dev/null
 done

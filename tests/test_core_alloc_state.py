@@ -98,6 +98,18 @@ def test_prefix_cost_range_is_the_first_state_and_the_cheapest_all_sent():
         A0.prefix_cost_range()
 
 
+def test_n_erasure_states_counts_the_states_that_leave_sub_vectors_unsent():
+    D, mu, de = _erasure_tables(5)
+    A, A0 = Allocator(D, mu, erasure_distortion=de), Allocator(D, mu)
+    assert A0.n_erasure_states == 0
+    k = A.n_erasure_states
+    V = D.shape[0]
+    p = [A.plan(float(c) * (1 + 1e-12), 1.0) for c in A.thresholds]
+    assert k > 0 and all(np.any(q.codebooks == V) for q in p[:k]) and all(np.all(q.codebooks < V) for q in p[k:])
+    assert A.thresholds[k] == A.prefix_cost_range()[1] == A0.thresholds[0]
+    assert Allocator.from_state(A.state()).n_erasure_states == k
+
+
 def test_from_state_refusals_name_the_problem():
     rng = np.random.default_rng(6)
     D, mu = synth(rng, 4, 8, 6)

@@ -157,3 +157,29 @@ def test_pair_set_picks_pairs_by_snr(tmp_path_factory, images):
     assert s["pairs"] == 3 and s["parameter_bytes"] == ps.parameter_bytes > 0
     again = sweep_pairs(ps, images[96:128], [-10.0, 5.0, 30.0], channel="awgn", seed=0)
     assert np.array_equal(again.psnr, res.psnr)
+
+
+def test_pair_set_with_erasure_states_picks_pairs_by_their_all_sent_cost(tmp_path_factory, images):
+    """Pairs exported with erasure states (``escmvq export``'s default) are chosen by the cost of
+    their cheapest state that sends every sub-vector, as pairs without them: the first states of
+    the fragile pair's trajectory send two sub-vectors and cost a fraction of that, and choosing
+    by them sent the fragile pair, nearly all erased, into deep fades."""
+    pytest.importorskip("onnx")
+    from escmvq.eval.sweep import PairSet, sweep_pairs
+    from escmvq.eval.testing import colour_bundle
+
+    folder = tmp_path_factory.mktemp("pairs-erasures")
+    mus = (0.002, 0.25)
+    plain = PairSet([colour_bundle(folder, images[:96], "jcap", mu_base=(m,), name=f"plain{i}") for i, m in enumerate(mus)])
+    ps = PairSet([colour_bundle(folder, images[:96], "jcap", mu_base=(m,), name=f"erase{i}", erasures=True)
+                  for i, m in enumerate(mus)])
+    allocs = [lk.tx_plans.allocator for lk in ps.links]
+    assert all(a.erasures and a.n_erasure_states > 0 for a in allocs)
+    assert not any(lk.tx_plans.allocator.erasures for lk in plain.links)
+    assert np.array_equal(ps.costs, plain.costs)
+    assert allocs[0].thresholds[0] < ps.costs[1] < ps.costs[0]  # the fragile pair's erasure states are cheap
+    snrs = [-10.0, 30.0]
+    use = np.array(sweep_pairs(ps, images[96:128], snrs, channel="rayleigh", seed=0).summary()["pair_use"])
+    use_plain = np.array(sweep_pairs(plain, images[96:128], snrs, channel="rayleigh", seed=0).summary()["pair_use"])
+    assert np.array_equal(use, use_plain)
+    assert use[0, 1] > 0.5 and use[1, 0] > 0.9  # deep fades: the robust pair; 30 dB: the fragile one

@@ -134,7 +134,8 @@ def test_train_baselines_command_trains_exports_skips_and_reports(tmp_path):
     sq = js["pairs"]["tiny-bsc-sq-0.1"]
     assert sq["steps"] == 2 and sq["mu_mean"] == pytest.approx(0.1) and sq["preset"]["quantizer"] == "sq"
     assert sq["parameter_bytes"] > 0 and len(sq["bundle_sha256"]) == 64
-    assert (tmp_path / "bl" / "bundles" / "tiny-esc-svq-5.escmvq" / "manifest.json").is_file()
+    man = json.loads((tmp_path / "bl" / "bundles" / "tiny-esc-svq-5.escmvq" / "manifest.json").read_text())
+    assert man["model"]["allocator"]["method"] == "jcap" and not man["model"]["allocator"].get("erasures")
     r2 = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert r2.exit_code == 0 and r2.output.count(": exists") == 2
     bad = CliRunner().invoke(app, args[:9] + ["--pairs", "bsc-vq:0.3"], env={"COLUMNS": "200"})

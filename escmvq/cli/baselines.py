@@ -29,6 +29,9 @@ def train_baselines_cmd(
     seed: int = typer.Option(0, help="seed of every pair"),
     distortion_images: int = typer.Option(10000, "--distortion-images", help="training images for table (31)"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="export calibration images (default as escmvq export)"),
+    erasures: bool = typer.Option(False, "--erasures/--no-erasures",
+                                  help="export the pairs with the allocator's 'not sent' states (measured worse "
+                                       "for every baseline with the soft receiver)"),
 ) -> None:
     """Train and export baseline pairs (ESC-SVQ, BSC+VQ, BSC+SQ, BlindSC) with equal step budgets.
 
@@ -57,7 +60,8 @@ def train_baselines_cmd(
     try:
         with _pair_bars(console, [pair_name(preset, s) for s in specs], total) as (on_pair, on_progress):
             res = train_pairs(out, data_dir, specs, preset, dataset, epochs, steps_per_epoch, jobs, threads, seed,
-                              distortion_images, calib, on_pair=on_pair, on_progress=on_progress)
+                              distortion_images, calib, on_pair=on_pair, on_progress=on_progress,
+                              erasures=erasures)
     except PairsBusy as e:
         fail(str(e))
     tab = Table(title=f"baseline pairs ({res.steps} steps each)")

@@ -270,10 +270,13 @@ class PairSet:
 
     Selection rule (per image: each has its own ``gamma``): pairs are ordered by the mean
     bit-flip probability of their first codebook, ascending (most fragile, best clean
-    quality first); an image uses the first pair whose cheapest BER-matching state costs
-    at most ``P_tot * gamma`` (``Allocator.thresholds[0]``, power per unit gamma), else the
-    most robust pair. The transmitter knows ``gamma`` (as for ESC-MVQ); the receiver applies
-    the same rule to the same ``(P_tot, gamma)``.
+    quality first); an image uses the first pair whose cheapest BER-matching state that
+    sends every sub-vector costs at most ``P_tot * gamma`` (``Allocator.thresholds[k]``, power
+    per unit gamma, ``k = Allocator.n_erasure_states``: a pair exported with erasure states
+    would otherwise look affordable at any budget that pays for two sub-vectors), else the
+    most robust pair (whose erasure states, if any, serve the budgets below its own). The
+    transmitter knows ``gamma`` (as for ESC-MVQ); the receiver applies the same rule to the
+    same ``(P_tot, gamma)``.
     """
 
     def __init__(self, bundles, method: str = "jcap", threads: int | None = None, names=None,
@@ -292,7 +295,8 @@ class PairSet:
         self.names = [str((names or [b.path.stem for b in bs])[i]) for i in order]
         self.links = [EscLink(b, method, threads=threads, receiver=receiver) for b in self.bundles]
         self.tx = [Transmitter(b, threads=threads) for b in self.bundles]
-        self.costs = np.array([float(lk.tx_plans.allocator.thresholds[0]) for lk in self.links])
+        allocs = [lk.tx_plans.allocator for lk in self.links]
+        self.costs = np.array([float(a.thresholds[a.n_erasure_states]) for a in allocs])
 
     def __len__(self) -> int:
         return len(self.bundles)

@@ -57,14 +57,17 @@ def _graphs():
 
 
 def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp", mu_base=MU_BASE,
-                  name: str | None = None) -> Path:
+                  name: str | None = None, erasures: bool = False) -> Path:
     """Write the colour-quantiser bundle to ``folder/NAME.escmvq`` (reused if present).
 
     images : ``[n, 32, 32, 3]`` uint8, for the distortion table (31).
     method : the allocator stored in the bundle ("jcamp" | "jcap").
     mu_base : one base bit-flip probability per codebook (V = its length; V = 1 makes a
         single-codebook "pair" as the K-pair baselines have).
-    name : folder name (default ``colour-METHOD``). Returns the bundle path.
+    name : folder name (default ``colour-METHOD``).
+    erasures : give the allocator "not sent" states and the bundle the receiver's latent
+        statistics (:func:`escmvq.export.stats.latent_statistics`), as ``escmvq export`` does.
+    Returns the bundle path.
     """
     from escmvq.core import pvq
     from escmvq.export import bundle_writer as bw
@@ -89,14 +92,20 @@ def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp",
     z = x.reshape(len(x), 8, 4, 8, 4, 3).mean((2, 4)).transpose(0, 3, 1, 2)  # [n, 3, 8, 8]
     z = np.concatenate([z, np.zeros((len(x), 1, 8, 8), np.float32)], 1)
     distortion = pvq.distortion_table([pvq.to_subvectors(z)], codebooks, mu)
-    alloc = make_allocator(distortion, mu, rate=4, method=method, variant="exact", m_max=8)
-    bw.write_tables(out, codebooks, mu, distortion)
+    stats = None
+    if erasures:
+        from escmvq.export.stats import latent_statistics
+
+        stats = latent_statistics(pvq.to_subvectors(z), codebooks)
+    alloc = make_allocator(distortion, mu, rate=4, method=method, variant="exact", m_max=8,
+                           erasure_distortion=None if stats is None else stats["erasure_distortion"])
+    bw.write_tables(out, codebooks, mu, distortion, stats)
     bw.write_allocator(out, alloc.state())
     manifest = {
         "created": "test",
         "model": {"tile_size": [32, 32], "latent_shape": [4, 8, 8], "V": V, "K": 512, "D": 4, "N": N, "B": B,
                   "rate": 4, "T": N * B // 4, "L": N * B, "m_max": 8,
-                  "allocator": {"method": method, "variant": "exact"},
+                  "allocator": {"method": method, "variant": "exact", **({"erasures": True} if erasures else {})},
                   "codebook_order": "index 0 = lowest mu", "label_bits": "MSB first; flat bit i*B + j"},
         "note": "escmvq.eval.testing.colour_bundle: hand-made colour quantiser for tests",
     }

@@ -1,7 +1,9 @@
 """Training and exporting the K pairs of the Sec. V baselines: a small job scheduler.
 
 Every pair is one ``escmvq train --baseline METHOD:LEVEL`` run followed by ``escmvq export
---method jcap`` (the baselines' fixed modulation), each in its own process (``jobs`` run
+--method jcap --no-erasures`` (the baselines' fixed modulation; without the "not sent" states
+unless asked: they cost the pairs up to 1.6 dB with the soft receiver, docs/evaluation.md
+"Same receiver for every method"), each in its own process (``jobs`` run
 side by side, ``threads`` torch threads each: separate processes keep the torch thread
 pools apart). A pair whose bundle exists is skipped; one with a ``last.ckpt`` resumes;
 ``baselines.json`` is rewritten as each pair finishes (an interrupted run keeps what is
@@ -129,11 +131,12 @@ def _lock(out: Path):
 def train_pairs(out, data_dir, specs=DEFAULT_PAIRS, preset: str = "cpu", dataset: str = "cifar10", epochs: int = 3,
                 steps_per_epoch: int = 390, jobs: int = 2, threads: int = 1, seed: int = 0,
                 distortion_images: int = 10000, calib=None, on_pair=None, on_progress=None,
-                poll_s: float = 5.0) -> PairsResult:
+                poll_s: float = 5.0, erasures: bool = False) -> PairsResult:
     """Train and export the pairs ``specs`` (METHOD:LEVEL each) with equal step budgets
     (``epochs * steps_per_epoch``) under ``out``, ``jobs`` at a time.
 
-    calib : export calibration images (None: as ``escmvq export``); on_pair :
+    calib : export calibration images (None: as ``escmvq export``); erasures : export the
+    pairs with the allocator's erasure states (``escmvq export --erasures``); on_pair :
     callable(name, state, seconds) told as each pair finishes; on_progress : callable(name, steps)
     told every ``poll_s`` seconds with each pair's finished training steps (:func:`pair_step`,
     one update per epoch). A failing pair does not stop
@@ -161,7 +164,8 @@ def train_pairs(out, data_dir, specs=DEFAULT_PAIRS, preset: str = "cpu", dataset
                 cmd.append("--resume")
             if _run(cmd, run / "train.log"):
                 return name, _failure("train", run / "train.log"), time.time() - t0
-        cmd = exe + ["export", str(run / "final.ckpt"), "-o", str(bundle), "--method", "jcap"]
+        cmd = exe + ["export", str(run / "final.ckpt"), "-o", str(bundle), "--method", "jcap",
+                     "--erasures" if erasures else "--no-erasures"]
         if calib is not None:
             cmd += ["--calib", str(calib)]
         if _run(cmd, run / "export.log"):

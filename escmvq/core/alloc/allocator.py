@@ -243,6 +243,12 @@ class Allocator:
         return self._erasures
 
     @property
+    def n_erasure_states(self) -> int:
+        """How many states at the start of the trajectory leave sub-vectors unsent (0 without
+        erasures): state ``n_erasure_states`` is the cheapest that sends every sub-vector."""
+        return self._n_prefix
+
+    @property
     def erasure_floor(self) -> float:
         """Budget ``P_tot*gamma`` from which the scaled all-sent state is kept (inf without erasures)."""
         return self._floor

@@ -212,3 +212,49 @@ def test_a_surplus_is_never_spent_on_an_unused_channel_use():
                 hit += 1
                 break
     assert hit >= 3
+
+
+def test_erasures_need_the_exact_variant():
+    D, mu, de = _erasure_tables(9)
+    for method in ("jcamp", "jcap"):
+        with pytest.raises(ValueError, match=r"^erasure_distortion: erasures need variant='exact' "
+                                             r"\(the paper variant has no 'not sent' state\)$"):
+            Allocator(D, mu, method=method, variant="paper", erasure_distortion=de)
+
+
+class _Nameless:
+    """A custom BER model without a ``name``: the state calls it "custom"."""
+
+    def ber(self, q, m):
+        return Scaled().ber(q, m)
+
+    def power(self, mu, m):
+        return Scaled().power(mu, m)
+
+
+def test_a_nameless_custom_model_is_recorded_as_custom():
+    rng = np.random.default_rng(10)
+    D, mu = synth(rng, 4, 8, 6)
+    st = Allocator(D, mu, method="jcamp", variant="paper", ber_model=_Nameless()).state()
+    assert str(st["ber_model"]) == "custom"
+    with pytest.raises(ValueError, match="^ber_model: state uses custom model 'custom'; pass it to from_state$"):
+        Allocator.from_state(st)
+    assert str(Allocator.from_state(st, ber_model=_Nameless()).state()["ber_model"]) == "custom"
+
+
+def test_the_saved_trajectory_is_compact():
+    """The state (a bundle's allocator.npz) stores the trajectory in the narrowest types that hold
+    it: codebook indices int16, symbol-order counts int32, the paper JCAMP's orders int8, powers,
+    costs and the erasure distortion float64 (also from float32 input); the paper JCAMP keeps no
+    per-state powers (its (P2) layout and powers are finished at plan time)."""
+    rng = np.random.default_rng(11)
+    D, mu = synth(rng, 4, 8, 6)
+    ex = Allocator(D, mu).state()
+    assert ex["traj_codebooks"].dtype == np.int16 and ex["traj_counts"].dtype == np.int32
+    assert ex["traj_base"].dtype == ex["traj_costs"].dtype == np.float64
+    pj = Allocator(D, mu, method="jcamp", variant="paper").state()
+    assert pj["traj_codebooks"].dtype == np.int16 and pj["traj_mo"].dtype == np.int8
+    assert "traj_base" not in pj and "traj_base_sum" not in pj and pj["traj_costs"].dtype == np.float64
+    Dd, mud, de = _erasure_tables(12)
+    er = Allocator(Dd, mud, erasure_distortion=de.astype(np.float32)).state()
+    assert er["traj_erasure_distortion"].dtype == np.float64

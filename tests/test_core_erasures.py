@@ -174,17 +174,25 @@ def test_flip_cost_layout_puts_costly_bits_on_sign_positions():
     assert not np.all(f0[same_mu][:, :2].min(1) >= f0[same_mu][:, 2:].max(1))  # without it, no such order
 
 
-def test_positions_power_model_meets_targets_in_plans():
+@pytest.mark.parametrize("erasures", [False, True], ids=["plain", "erasures"])
+def test_positions_power_model_meets_targets_in_plans(erasures):
+    """With ``positions=True`` every sent bit meets its own target on its own Gray position, in
+    the all-sent states and in the erasure states (whose powers come from ``Tables.symbol_powers``)."""
     rng, D, mu, de = _tables(10)
-    A = Allocator(D, mu, positions=True)
+    A = Allocator(D, mu, positions=True, erasure_distortion=de if erasures else None)
+    assert A.n_erasure_states > 0 if erasures else A.n_erasure_states == 0
     g = ber.GrayQamExact()
-    for b in np.geomspace(A.thresholds[0], A.thresholds[-1], 20):
+    for b in np.geomspace(A.thresholds[0], A.thresholds[-1], 20 + 20 * erasures):
         p = A.plan(float(b), 1.0)
-        mus = mu[p.codebooks[p.bit_order // 9], p.bit_order // 9, p.bit_order % 9]
+        sent = p.bit_order[:int(p.orders.sum())]
+        assert np.all(p.codebooks[sent // 9] < D.shape[0])
+        mus = mu[p.codebooks[sent // 9], sent // 9, sent % 9]
         s = 0
         for t, m in enumerate(p.orders):
-            assert np.all(g.ber_positions(p.powers[t], int(m)) <= mus[s:s + m] * (1 + 1e-9))
+            if m:
+                assert np.all(g.ber_positions(p.powers[t], int(m)) <= mus[s:s + m] * (1 + 1e-9))
             s += m
+        assert s == sent.size
 
 
 def test_plan_distortion_adds_every_codebook_and_the_erased():

@@ -198,7 +198,6 @@ class JcapWalker:
             return False
         self.v[i] -= 1
         self.cur[i] = self.S[self.v[i], i]
-        self.last = i
         return True
 
     def snapshot(self):

@@ -201,3 +201,15 @@ def test_a_restored_walker_steps_on_as_before(method, variant):
     trail(w, 3)
     w.restore(snap)
     assert trail(w, len(want) - 2) == want[2:]
+
+
+def test_score_is_the_distortion_drop_per_unit_of_extra_power():
+    """(41)/(51): gain / dp for any dp > 0, however small (moves costing under one unit of power
+    per unit gamma included); a move costing no power or less ranks first (+inf); an ineligible
+    sub-vector last (-inf)."""
+    D, mu = tie_tables(np.random.default_rng(13))
+    tab = Tables(D, mu, 4, 8, ber.EQ33)
+    gain = np.array([2.0, 2.0, 2.0, 2.0, 3.0, 1.0])
+    dp = np.array([4.0, 1.0, 0.5, 0.0, -1.0, 0.25])
+    ok = np.array([True, True, True, True, True, False])
+    np.testing.assert_array_equal(tab.score(gain, dp, ok), [0.5, 2.0, 4.0, np.inf, np.inf, -np.inf])

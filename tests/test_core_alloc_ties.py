@@ -213,3 +213,18 @@ def test_score_is_the_distortion_drop_per_unit_of_extra_power():
     dp = np.array([4.0, 1.0, 0.5, 0.0, -1.0, 0.25])
     ok = np.array([True, True, True, True, True, False])
     np.testing.assert_array_equal(tab.score(gain, dp, ok), [0.5, 2.0, 4.0, np.inf, np.inf, -np.inf])
+
+
+def test_paper_grouping_stops_when_every_bit_is_in_a_symbol():
+    """Algorithm 2's grouping forms symbols until the bits run out: with every bit at order 8 it
+    forms N*B/8 symbols (fewer than T = N*B/R) and stops there, with no leftover bits and the
+    warning that the symbol count misses T."""
+    from escmvq.core.alloc.walkers import paper_grouping
+
+    D, mu = tie_tables(np.random.default_rng(14), N=8, B=4)
+    tab = Tables(D, mu, 4, 8, ber.EQ33)
+    v = np.zeros(tab.N, np.int64)
+    orders, bit_order, warnings = paper_grouping(tab, v, np.full((tab.N, tab.B), 8))
+    assert orders.tolist() == [8] * (tab.NB // 8) and orders.size < tab.T
+    np.testing.assert_array_equal(bit_order, tab.sorted_bits(v))
+    assert warnings == [f"forms {tab.NB // 8} symbols where the rate needs T = {tab.T}"]

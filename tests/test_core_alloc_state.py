@@ -28,7 +28,7 @@ def _assert_same_state(a: dict, b: dict):
 def test_state_index_is_the_plans_state_counted_from_the_first(erasures):
     D, mu, de = _erasure_tables(1)
     A = Allocator(D, mu, erasure_distortion=de if erasures else None)
-    n_prefix = int(A.state().get("traj_n_prefix", 0))
+    n_prefix = A.n_erasure_states
     thr = A.thresholds
     seen = set()
     for gamma in (0.3, 1.0, 2.5):  # gamma != 1: the budget is p_tot * gamma, not p_tot / gamma
@@ -188,7 +188,7 @@ def test_a_surplus_is_never_spent_on_an_unused_channel_use():
     D, mu, de = _erasure_tables(1)
     A = Allocator(D, mu, erasure_distortion=de)
     st = A.state()
-    n_prefix, thr = int(st["traj_n_prefix"]), A.thresholds
+    n_prefix, thr = A.n_erasure_states, A.thresholds
     unused = st["traj_counts"][:n_prefix, 0]
     ks = [k for k in range(n_prefix) if thr[k + 1] > thr[k]]
     assert 1 in unused[ks] and (unused[ks] > 1).any()

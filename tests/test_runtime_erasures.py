@@ -96,8 +96,8 @@ def test_shipped_model_low_snr_beats_scale_all_and_nothing():
     was = sweep_esc(b, imgs, [-5.0, -2.0], methods=("jcamp",), seed=0,
                     links={"jcamp": EscLink(b, "jcamp", allocator=old)})["jcamp"].psnr
     gain = new - was  # [2, 1000], per SNR
-    # measured +0.19 / +0.15 dB (standard error 0.035 / 0.032) with the shipped bundle; on all
-    # 10,000 test images +0.10 / +0.10 dB. 64 images (this test's earlier size) gave a standard
+    # measured +0.19 / +0.15 dB (standard error 0.035 / 0.032) with bundle 9b917761 (the default
+    # before b5cc6f72); on all 10,000 test images +0.10 / +0.10 dB. 64 images (this test's earlier size) gave a standard
     # error of 0.15 dB: too few to see a 0.1 dB gain (benchmarks/ablation_low_snr.py, arms exact+soft*)
     se = gain.std(axis=1, ddof=1) / np.sqrt(gain.shape[1])
     assert np.all(gain.mean(axis=1) > 2 * se), (gain.mean(axis=1), se)

@@ -91,12 +91,13 @@ def colour_bundle(folder: str | Path, images: np.ndarray, method: str = "jcamp",
     x = np.asarray(images, np.float32) / 255.0
     z = x.reshape(len(x), 8, 4, 8, 4, 3).mean((2, 4)).transpose(0, 3, 1, 2)  # [n, 3, 8, 8]
     z = np.concatenate([z, np.zeros((len(x), 1, 8, 8), np.float32)], 1)
-    distortion = pvq.distortion_table([pvq.to_subvectors(z)], codebooks, mu)
+    zs = pvq.to_subvectors(z)
+    distortion = pvq.distortion_table([zs], codebooks, mu)
     stats = None
     if erasures:
         from escmvq.export.stats import latent_statistics
 
-        stats = latent_statistics(pvq.to_subvectors(z), codebooks)
+        stats = latent_statistics(zs, codebooks)
     alloc = make_allocator(distortion, mu, rate=4, method=method, variant="exact", m_max=8,
                            erasure_distortion=None if stats is None else stats["erasure_distortion"])
     bw.write_tables(out, codebooks, mu, distortion, stats)

@@ -228,3 +228,61 @@ def test_paper_grouping_stops_when_every_bit_is_in_a_symbol():
     assert orders.tolist() == [8] * (tab.NB // 8) and orders.size < tab.T
     np.testing.assert_array_equal(bit_order, tab.sorted_bits(v))
     assert warnings == [f"forms {tab.NB // 8} symbols where the rate needs T = {tab.T}"]
+
+
+class _LinearInOrder:
+    """A BER model whose symbol power is ``m * k(mu)``: every bit's share ``power / m`` is then
+    the same at every order, so every layout of the symbols has the same (P2) proxy, exactly
+    (k is a power of two, so the proxy's sums are exact)."""
+
+    def power(self, mu, m):
+        return np.asarray(m, np.float64) * np.where(np.asarray(mu) < 0.01, 2.0, 1.0)
+
+
+def test_exact_p2_moves_only_on_a_strict_gain():
+    """JCAMP-exact's (P2) takes a pair move only when it lowers the proxy: with every move tied
+    the initial state (all T symbols at order R) is kept."""
+    from escmvq.core.alloc.walkers import JcampExactWalker
+
+    D, mu = tie_tables(np.random.default_rng(15))
+    tab = Tables(D, mu, 4, 8, _LinearInOrder())
+    for iter_max in (1, 10):
+        w = JcampExactWalker(tab, iter_max)
+        assert w.c.tolist() == [0, tab.T, 0, 0]
+        assert w.step()
+        assert w.c.tolist() == [0, tab.T, 0, 0]
+
+
+def test_exact_p2_splits_two_symbols_of_one_order():
+    """The pair move a -> a-2, a -> a+2 needs two symbols of order a, and two are enough: with
+    T = 2 symbols at order R = 4 it is the only move, and it is taken when it lowers the power
+    (two very reliable bits on QPSK, six unreliable ones on 64-QAM), as (P2)'s proxy (each bit's
+    share ``eps^-1(mu; m) / m`` of its symbol's power, summed) says it should."""
+    D = np.array([[0.0, 0.0], [1.0, 1.0]])
+    mu = np.array([[[1e-6, 1e-6, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2]]] * 2)
+    plan = jcamp(D, mu, 1e6, 1.0, rate=4, variant="exact")
+    assert plan.orders.tolist() == [2, 6]
+    np.testing.assert_array_equal(plan.bit_order[:2], [0, 1])  # the reliable pair on QPSK
+
+    def proxy(orders):
+        m = np.repeat(orders, orders)
+        return sum(float(ber.EQ33.power(mu[0].ravel()[plan.bit_order][k], m[k])) / m[k] for k in range(8))
+
+    assert proxy(np.array([2, 6])) < proxy(np.array([4, 4]))
+
+
+def test_position_powers_are_each_symbols_least_power_for_its_own_bits():
+    """With ``positions`` every symbol's power is the least at which each of ITS bits (the next m
+    in frame order) meets its target on its own Gray position: checked by the exact per-position
+    BER just at and just below the returned power."""
+    rng = np.random.default_rng(16)
+    orders = np.array([2, 4, 6, 8, 4, 2])
+    mus = rng.uniform(1e-4, 0.1, orders.sum())
+    tab = Tables(np.ones((1, 1)), np.full((1, 1, 2), 0.01), 4, 8, ber.EQ33, positions=True)
+    q = tab.symbol_powers(mus, orders)
+    gx = ber.GrayQamExact()
+    starts = np.concatenate(([0], np.cumsum(orders)[:-1]))
+    for t, m in enumerate(orders):
+        own = mus[starts[t]:starts[t] + m]
+        assert np.all(gx.ber_positions(q[t], m) <= own * (1 + 1e-6)), t
+        assert np.any(gx.ber_positions(q[t] * 0.999, m) > own), t

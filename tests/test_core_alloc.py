@@ -26,6 +26,9 @@ def iterative(method, variant, D, mu, p, g, rate):
 
 
 def assert_same(p1, p2, exact_powers=False):
+    """The same plan: layout, powers, and what it says of itself (names, warnings, distortion)."""
+    assert (p1.method, p1.variant, p1.n_target, p1.warnings) == (p2.method, p2.variant, p2.n_target, p2.warnings)
+    assert p1.distortion == p2.distortion
     np.testing.assert_array_equal(p1.codebooks, p2.codebooks)
     np.testing.assert_array_equal(p1.orders, p2.orders)
     np.testing.assert_array_equal(p1.bit_order, p2.bit_order)
@@ -54,6 +57,7 @@ def budgets(rng, A, n):
 @pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
 def test_allocator_matches_iterative(method, variant, ties):
     rng = np.random.default_rng(zlib.crc32(f"{method}{variant}{ties}".encode()))
+    warned = False
     for trial in range(3):
         V = int(rng.integers(2, 6))
         N = 2 * int(rng.integers(2, 6))
@@ -67,9 +71,12 @@ def test_allocator_matches_iterative(method, variant, ties):
         for p, g in bs:
             p1 = iterative(method, variant, D, mu, p, g, rate)
             p2 = A.plan(p, g)
+            assert p2.method == method and p2.variant == variant
             assert_same(p1, p2)
             seen.add(p2.state_index)
+            warned |= bool(p2.warnings)
         assert 0 in seen and A.n_states - 1 in seen  # both extremes exercised
+    assert warned or variant == "exact"  # the paper plans' warnings compared too
 
 
 def test_allocator_matches_literal_algorithm3():
@@ -195,6 +202,22 @@ def test_swappable_ber_model():
     assert_same(A.plan(500.0, 1.0), psc)
     A2 = Allocator.from_state(A.state())  # plan() needs no model
     assert_same(A2.plan(500.0, 1.0), psc, exact_powers=True)
+
+
+def test_iterative_functions_pass_their_defaults_and_model_on():
+    """jcap / jcamp / jcap_literal: rate 4 by default (T = N*B/4), the plan named after its
+    method and variant, and the BER model given reaching the walk (a model needing twice the
+    power walks as the default one does on half the budget, and not as on the same budget)."""
+    rng = np.random.default_rng(8)
+    D, mu = synth(rng, 4, 8, 6)
+    for fn, method, variant in ((jcap, "jcap", "exact"), (jcamp, "jcamp", "exact"), (jcap_literal, "jcap", "paper")):
+        plan = fn(D, mu, 500.0, 1.0)
+        assert (plan.method, plan.variant, plan.n_target) == (method, variant, 8 * 6 // 4), fn.__name__
+        assert_same(plan, fn(D, mu, 500.0, 1.0, rate=4))
+        scaled, half, same = fn(D, mu, 500.0, 1.0, ber_model=Scaled()), fn(D, mu, 250.0, 1.0), fn(D, mu, 500.0, 1.0)
+        assert scaled.state_index == half.state_index != same.state_index, fn.__name__
+        np.testing.assert_array_equal(scaled.orders, half.orders)
+    assert jcap(D, mu, 500.0, 1.0).orders.tolist() == [4] * 12
 
 
 def test_runtime_reexports():

@@ -89,3 +89,21 @@ def test_bad_iteration_counts(bad):
     with pytest.raises(ValueError, match="^iter_max: "):
         jcamp(D, MU, 10.0, 1.0, iter_max=bad)
     assert check_iter_max(3.0) == 3 and type(check_iter_max(3.0)) is int
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"method": "nope"}, "method: expected one of ('jcamp', 'jcap'), got 'nope'"),
+    ({"variant": "nope"}, "variant: expected one of ('exact', 'paper'), got 'nope'"),
+    ({"flip_cost": np.ones((2, 3))}, "flip_cost: expected finite values of mu's shape (2, 3, 4), got (2, 3)"),
+    ({"flip_cost": np.where(np.arange(4) == 2, np.inf, np.ones((2, 3, 4)))},
+     "flip_cost: expected finite values of mu's shape (2, 3, 4), got (2, 3, 4)"),
+    ({"variant": "paper", "positions": True}, "positions: the per-position power model needs variant='exact'"),
+])
+def test_bad_allocator_settings(kw, msg):
+    with pytest.raises(ValueError, match=exact(msg)):
+        Allocator(D, MU, **kw)
+
+
+def test_plans_carry_their_budget():
+    for plan in (jcap(D, MU, 10.0, 2.5), jcamp(D, MU, 10.0, 2.5), Allocator(D, MU).plan(10.0, 2.5)):
+        assert (plan.p_tot, plan.gamma) == (10.0, 2.5)

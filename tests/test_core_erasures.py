@@ -353,3 +353,31 @@ def test_choose_erasure_floor_where_scaling_starts_to_win():
     k = bs.index(floor)
     assert all(r["scaled"] <= r["erasure"] for r in rows[k:])
     assert rows[k - 1]["scaled"] > rows[k - 1]["erasure"]
+
+
+def test_plan_distortion_for_the_soft_receiver():
+    """With the label prior, plan_distortion scores the soft receiver's posterior mean: never
+    above the hard score, and a scaled plan deep below its targets costs about what sending
+    nothing costs (the posterior tends to the prior) where hard decoding costs twice that; with
+    plenty of power both are the clean quantisation error. So the floor from which scaling is
+    kept drops (here to about the first prefix state)."""
+    cb, zs, mean, A = _objective(6, 300)
+    V, K, N = cb.shape[0], cb.shape[1], zs.shape[1]
+    prior = np.stack([np.stack([np.bincount(pvq.nearest_codeword(zs[:, i], cb[v]), minlength=K) + 1.0
+                                for i in range(N)]) for v in range(V)])
+    prior /= prior.sum(-1, keepdims=True)
+    nothing = ((zs - mean) ** 2).sum((1, 2)).mean()
+    c_first, c0 = A.prefix_cost_range()
+    for b in np.geomspace(c_first * 0.3, c0, 6):
+        for floor in (0.0, math.inf):
+            p = A.plan(float(b), 1.0, erasure_floor=floor)
+            assert plan_distortion(p, zs, cb, mean, prior) < plan_distortion(p, zs, cb, mean)
+    deep = A.plan(float(c_first * 0.3), 1.0, erasure_floor=0.0)
+    assert plan_distortion(deep, zs, cb, mean) > 1.8 * nothing
+    assert plan_distortion(deep, zs, cb, mean, prior) < nothing
+    hi = A.plan(float(c0 * 1e4), 1.0)
+    assert plan_distortion(hi, zs, cb, mean, prior) == pytest.approx(plan_distortion(hi, zs, cb, mean), rel=1e-6)
+    hard_floor = choose_erasure_floor(A, zs, cb, mean)[0]
+    soft_floor, rows = choose_erasure_floor(A, zs, cb, mean, label_prior=prior)
+    assert hard_floor == c0 and soft_floor < 1.1 * c_first
+    assert all(r["scaled"] <= r["erasure"] for r in rows if r["b"] >= soft_floor)

@@ -294,3 +294,66 @@ def test_a_conditioned_decoder_without_its_map_is_refused():
     m = _model(**COND)
     with pytest.raises(ValueError, match=r"^this decoder is reliability-aware: it needs the codebook map \(cond\)$"):
         m.decoder(torch.zeros(1, 4, 8, 8))
+
+
+def test_init_from_fewer_codebooks_adds_copies_of_the_last(tmp_path):
+    """--codebooks 6 from a 5-codebook checkpoint: codebook 6 starts as codebook 5 (codewords,
+    mu, its map channel), "not sent" moves to the new last channel, so every map decodes as
+    before, and codebook 6's as codebook 5's."""
+    from escmvq.training.checkpoint import save_checkpoint
+    from escmvq.training.trainer import init_weights_from
+
+    src = _model(seed=5, **COND)
+    with torch.no_grad():
+        for c in [src.decoder.cond_in, *src.decoder.cond_res]:
+            c.weight.normal_(0, 0.3)
+        src.codebooks.normal_()
+    ck = save_checkpoint(tmp_path / "a.ckpt", src, src.preset)
+    p = src.preset
+    dst = ESCMVQ(p.replace(V=6, mu_min=p.mu_min + (0.2,), lambdas=p.lambdas + (4.0,), epochs_per_stage=(1,) * 6))
+    init_weights_from(dst, ck)
+    assert torch.equal(dst.codebooks[:5], src.codebooks) and torch.equal(dst.codebooks[5], src.codebooks[4])
+    with torch.no_grad():
+        assert torch.allclose(dst.mu()[:5], src.mu()) and float(dst.mu()[5].min()) >= 0.2
+    z = torch.randn(2, 4, 8, 8)
+    cbs = torch.randint(0, 6, (2, 64))  # src: 0..4 codebooks, 5 = not sent
+    dst_cbs = torch.where(cbs == 5, torch.tensor(6), cbs)
+    with torch.no_grad():
+        assert torch.allclose(dst.decode(z, dst_cbs), src.decode(z, cbs), atol=1e-6)
+        assert torch.allclose(dst.decode(z, torch.full_like(cbs, 5)), src.decode(z, torch.full_like(cbs, 4)), atol=1e-6)
+    bigger = ESCMVQ(p.replace(V=4, mu_min=p.mu_min[:4], lambdas=p.lambdas[:4], epochs_per_stage=(1,) * 4))
+    with pytest.raises(ValueError, match="checkpoint has V=5 codebooks, more than the preset's 4"):
+        init_weights_from(bigger, ck)
+
+
+def test_robust_rows_send_the_last_codebook_at_higher_targets(cond_bundle, tmp_path):
+    """escmvq export --robust-targets: the allocator gets one more row per target (the last
+    codebook's codewords and prior, mu raised to the target), the decoder is fed the last
+    codebook's channel for those rows, and a deep fade uses them."""
+    from escmvq.export.pipeline import export_checkpoint
+    from escmvq.runtime.bundle import load_bundle
+    from escmvq.runtime.receiver import Receiver
+
+    m, res = cond_bundle
+    ck = res.manifest["source_checkpoint"]["name"]
+    d = res.path.parent
+    r = export_checkpoint(d / ck, tmp_path / "r.escmvq", d / "calib.npy", stats_source=d / "calib.npy", n_stats=64,
+                          n_calib=32, n_check=16, decoding="soft", robust_targets=(0.3, 0.4), log=lambda s: None)
+    b = load_bundle(r.path)
+    assert b.model["V"] == 7 and b.model["decoder_codebook"] == [0, 1, 2, 3, 4, 4, 4]
+    np.testing.assert_array_equal(b.decoder_codebooks, [0, 1, 2, 3, 4, 4, 4, 5])
+    assert np.array_equal(b.codebooks[5], b.codebooks[4]) and np.array_equal(b.label_prior[6], b.label_prior[4])
+    assert float(b.mu[5].min()) >= 0.3 and float(b.mu[6].min()) >= 0.4
+    np.testing.assert_array_equal(b.mu[6], np.maximum(b.mu[4], np.float32(0.4)))
+    rx = Receiver(b)
+    zq = np.random.default_rng(0).normal(size=(2, 4, 8, 8)).astype(np.float32)
+    rows = np.array([[5] * 32 + [6] * 16 + [7] * 16, [4] * 32 + [6] * 32])
+    same = np.array([[4] * 48 + [5] * 16, [4] * 64])
+    with torch.no_grad():
+        ref = (m.decode(torch.from_numpy(zq), torch.from_numpy(same)) * 0.5 + 0.5).numpy()
+    assert np.allclose(rx.decode(zq, rows), ref, atol=1e-4)
+    assert b.allocator.plan(b.allocator.prefix_cost_range()[0], 1.0).codebooks.max() == 7  # the erasure prefix sends on row 7-1
+    with pytest.raises(ValueError, match="robust targets: expected ascending distinct values in"):
+        export_checkpoint(d / ck, tmp_path / "bad.escmvq", d / "calib.npy", stats_source=d / "calib.npy",
+                          robust_targets=(0.4, 0.3), log=lambda s: None)
+    assert not (tmp_path / "bad.escmvq").exists()

@@ -318,6 +318,16 @@ def test_cli_flags_reach_the_preset(tmp_path):
     r = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "missing.ckpt")], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "--init-from" in r.output
     assert dataclasses.asdict(p)["schedule"] == "joint-draw"
+    # --codebooks 6 from the 5-codebook checkpoint: a sixth codebook, lambda doubled for it
+    six = ["--codebooks", "6", "--mu-min", "0.0005,0.002,0.01,0.05,0.1,0.2", "--epochs", "0,0,0,0,0,1",
+           "--erase-prob", "0,0,0,0,0.2,0.2"]
+    r = CliRunner().invoke(app, args[:-1] + [str(ck), *six, "--out", str(tmp_path / "six")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    m6, _ = load_checkpoint(tmp_path / "six" / "final.ckpt")
+    assert m6.preset.V == 6 and m6.preset.lambdas == p.lambdas + (2 * p.lambdas[-1],)
+    assert m6.codebooks.shape[0] == 6 and m6.decoder.cond_channels == 7
+    r = CliRunner().invoke(app, args[:-1] + [str(ck), "--codebooks", "6"], env={"COLUMNS": "200"})
+    assert r.exit_code != 0 and "need V=6 entries" in r.output
 
 
 # ---------------- what the mutation run found untested in forward ----------------

@@ -63,8 +63,11 @@ def export_cmd(
         None, "--decoding", help="Recommend this receiver decoding (hard or soft; soft needs the --stats label prior) "
         "in the manifest: what `--decoding auto`, the receivers' default, then uses. Default: none (hard)."),
     distortion_for: str = typer.Option(
-        "hard", "--distortion-for", help="Receiver the allocator's distortion table (31) assumes: hard (the paper's, "
-        "from the checkpoint) or soft (posterior-mean reconstruction under the --stats label prior)."),
+        "hard", "--distortion-for", help="Receiver the allocator's distortion table (31) and erasure floor assume: hard "
+        "(the paper's, from the checkpoint) or soft (posterior-mean reconstruction under the --stats label prior)."),
+    robust_targets: str = typer.Option(
+        "", "--robust-targets", help="Comma-separated BER targets (e.g. 0.25,0.35): allocator rows that send the last "
+        "codebook at these targets, scored for the soft receiver (needs --stats). Default: none."),
 ):
     """Export CHECKPOINT: ONNX encoder/decoder, codebooks, mu, distortion table, allocator
     state and a hashed manifest; checks ONNX Runtime against PyTorch and fails on mismatch.
@@ -82,10 +85,14 @@ def export_cmd(
         if stats is not None and not stats.exists():
             fail(f"--stats: {stats} not found", 2)
         try:
+            targets = tuple(float(t) for t in robust_targets.split(",") if t.strip())
+        except ValueError:
+            fail(f"--robust-targets: expected comma-separated numbers, got {robust_targets!r}", 2)
+        try:
             res = export_checkpoint(checkpoint, out, calib, n_calib=n_calib, n_check=n_check, rate=rate,
                                     method=method, variant=variant, int8=int8, trt=trt, force=force, seed=seed,
                                     stats_source=stats, n_stats=n_stats, erasures=erasures, positions=positions,
-                                    decoding=decoding, distortion_for=distortion_for)
+                                    decoding=decoding, distortion_for=distortion_for, robust_targets=targets)
         except ExportError as e:
             if getattr(e, "rows", None):
                 _print_rows(e.rows, stderr=True)

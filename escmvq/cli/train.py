@@ -63,6 +63,10 @@ def train_cmd(
         "image draws its rate uniformly from [0, 2 p]: the spread of erasure rates deep and good fades deliver)"),
     mu_min: Optional[str] = typer.Option(
         None, "--mu-min", help="floors of mu per codebook, e.g. '0.0005,0.002,0.01,0.05,0.2'"),
+    codebooks: Optional[int] = typer.Option(
+        None, "--codebooks", min=1, help="number of codebooks V (default: the preset's); the stage weights lambda "
+        "double per added codebook, and --mu-min, --epochs (and --erase-prob) need V entries. With --init-from a "
+        "checkpoint of fewer codebooks, the added ones start as copies of its last (codewords, mu, decoder map channel)"),
     decoder_cond: Optional[str] = typer.Option(
         None, "--decoder-cond", help="'codebook': reliability-aware decoder fed the map of the codebook each sub-vector "
         "came on (V = not sent), as the receiver knows it from the plan"),
@@ -111,7 +115,7 @@ def train_cmd(
                                  encoder_grad_codebooks=encoder_grad_codebooks, schedule=schedule,
                                  joint_init=joint_init, noise=noise, lr=lr, tau0=tau0, decoder_cond=decoder_cond,
                                  cond_mix=cond_mix, erase_prob=erase_prob, erase_dist=erase_dist, mu_min=mu_min,
-                                 decoder_input=decoder_input, freeze=freeze, eta=eta)
+                                 decoder_input=decoder_input, freeze=freeze, eta=eta, codebooks=codebooks)
     shares = _stage_share(console, p.V, stage_share)
     from escmvq.training.trainer import resolve_device
 
@@ -170,6 +174,10 @@ def _preset(console, name: str, baseline: str | None, **opts) -> tuple:
             from escmvq.training.baselines import preset_from_spec
 
             p = preset_from_spec(p, baseline)
+        V = opts.pop("codebooks", None)
+        if V is not None and V != p.V:
+            lam = p.lambdas[:V] + tuple(p.lambdas[-1] * 2.0 ** (k + 1) for k in range(V - p.V))
+            kw.update(V=V, lambdas=lam)
         for key, val in opts.items():
             if val is None:
                 continue

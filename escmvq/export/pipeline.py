@@ -45,7 +45,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                       m_max: int = 8, int8: bool = False, trt: bool = False, force: bool = False, seed: int = 0,
                       opset: int = MAX_OPSET, stats_source: str | Path | None = None, n_stats: int = 10000,
                       erasures: bool = True, positions: bool = False, decoding: str | None = None,
-                      distortion_for: str = "hard", log=_log) -> ExportResult:
+                      distortion_for: str = "hard", robust_targets=(), log=_log) -> ExportResult:
     """``stats_source``: training images (same formats as ``calib_source``) for the label prior,
     the erasure substitute and its distortion (:mod:`escmvq.export.stats`); None: none (the
     bundle then has no prior and no erasure states). ``erasures``: give the exact allocator
@@ -56,7 +56,14 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     ``distortion_for``: the receiver the allocator's distortion table (31) assumes: "hard"
     (the paper's: the checkpoint's table) or "soft" (recomputed on the ``stats_source``
     latents with the posterior-mean reconstruction under the label prior,
-    :func:`escmvq.core.pvq.distortion_table`)."""
+    :func:`escmvq.core.pvq.distortion_table`); the erasure floor is then chosen on the soft
+    receiver's distortions too (:func:`escmvq.core.alloc.erasures.choose_erasure_floor`).
+    ``robust_targets``: ascending BER targets in (0, 0.5) above the last codebook's mu; each
+    adds an allocator row that sends the last codebook at that target (per bit the larger of
+    the two), its distortion (31) computed for the soft receiver (needs ``stats_source``). The
+    rows reuse the last codebook's codewords and prior, and the decoder is told the last
+    codebook for them (manifest ``model.decoder_codebook``): only the allocator's choices
+    change. Empty: none (the paper's V rows)."""
     import torch
 
     from escmvq.core import pvq
@@ -77,6 +84,11 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     if distortion_for == "soft" and stats_source is None:
         raise ValueError("a distortion table for the soft receiver needs the label prior: give training images "
                          "for the statistics")
+    robust_targets = tuple(float(t) for t in robust_targets)
+    if robust_targets and stats_source is None:
+        raise ValueError("robust targets need the label prior: give training images for the statistics")
+    if any(not 0 < t < 0.5 for t in robust_targets) or list(robust_targets) != sorted(set(robust_targets)):
+        raise ValueError(f"robust targets: expected ascending distinct values in (0, 0.5), got {list(robust_targets)}")
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists (pass --force to overwrite)")
@@ -160,25 +172,33 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
             dist_source = (f"soft receiver: posterior-mean reconstruction under the label prior, "
                            f"{len(zs_stats)} tiles of {stats_info['source']}")
             log(f"distortion table (31) for the soft receiver from {len(zs_stats)} tiles")
+        codebooks_a, mu_a, decoder_codebook = codebooks, mu, None
+        if robust_targets:
+            codebooks_a, mu_a, distortion, stats = _robust_rows(codebooks, mu, distortion, stats, zs_stats, robust_targets)
+            decoder_codebook = list(range(V)) + [V - 1] * len(robust_targets)
+            log(f"robust rows: codebook {V} also sent at BER targets {', '.join(f'{t:g}' for t in robust_targets)} "
+                f"(mean D (31) for the soft receiver {', '.join(f'{d:.3g}' for d in distortion[V:].mean(1))})")
         alloc_kw, pos_kw = {}, {}
         if positions and variant == "exact":
-            pos_kw = {"positions": True, "flip_cost": pvq.flip_cost(codebooks, None if stats is None else stats["label_prior"])}
+            pos_kw = {"positions": True, "flip_cost": pvq.flip_cost(codebooks_a, None if stats is None else stats["label_prior"])}
             alloc_kw["positions"] = True
         if erasures and variant == "exact" and stats is not None:
             from escmvq.core.alloc.erasures import choose_erasure_floor
 
             de = stats["erasure_distortion"]
-            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max,
+            alloc = make_allocator(distortion, mu_a, rate=rate, method=method, variant=variant, m_max=m_max,
                                    erasure_distortion=de, **pos_kw)
-            floor, rows = choose_erasure_floor(alloc, zs_stats[:1000], codebooks, stats["latent_mean"])
+            soft_floor = distortion_for == "soft" or bool(robust_targets)
+            floor, rows = choose_erasure_floor(alloc, zs_stats[:1000], codebooks_a, stats["latent_mean"],
+                                               label_prior=stats["label_prior"] if soft_floor else None)
             alloc_kw.update({"erasures": True, "erasure_floor": floor, "erasure_floor_grid": rows})
             log(f"erasure floor: keep all sub-vectors (scaled) from P_tot*gamma = {floor:.4g} "
                 f"(cheapest all-sent state {alloc.prefix_cost_range()[1]:.4g})")
-            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max,
+            alloc = make_allocator(distortion, mu_a, rate=rate, method=method, variant=variant, m_max=m_max,
                                    erasure_distortion=de, erasure_floor=floor, **pos_kw)
         else:
-            alloc = make_allocator(distortion, mu, rate=rate, method=method, variant=variant, m_max=m_max, **pos_kw)
-        bw.write_tables(tmp, codebooks, mu, distortion, stats)
+            alloc = make_allocator(distortion, mu_a, rate=rate, method=method, variant=variant, m_max=m_max, **pos_kw)
+        bw.write_tables(tmp, codebooks_a, mu_a, distortion, stats)
         bw.write_allocator(tmp, alloc.state())
         rows = self_check(model, enc_graph, dec_graph, enc_sess, dec_sess, check, codebooks)
 
@@ -217,7 +237,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
             "source_checkpoint": {"name": Path(ckpt_path).name, "sha256": bw.sha256_file(ckpt_path),
                                   "dataset": ckpt.get("dataset"), "stage": ckpt.get("stage"), "epoch": ckpt.get("epoch")},
             "model": {
-                "tile_size": [th, tw], "latent_shape": [D, h, w], "V": V, "K": K, "D": D, "N": N, "B": B,
+                "tile_size": [th, tw], "latent_shape": [D, h, w], "V": len(codebooks_a), "K": K, "D": D, "N": N, "B": B,
                 "rate": rate, "T": T, "L": N * B, "m_max": m_max,
                 "allocator": {"method": method, "variant": variant, **alloc_kw},
                 "statistics": stats_info,
@@ -227,6 +247,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
                 "distortion_source": dist_source,
                 "label_bits": "MSB first; flat bit i*B + j",
                 **({"decoder_cond": preset.decoder_cond} if C else {}),
+                **({"robust_targets": list(robust_targets), "decoder_codebook": decoder_codebook} if robust_targets else {}),
             },
             "onnx": onnx_info,
             "preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["preset"].items()},
@@ -250,6 +271,22 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(path=out, hash=digest.hex(), rows=rows, int8=int8_info, trt=trt_info, manifest=manifest)
+
+
+def _robust_rows(codebooks, mu, distortion, stats, zs_stats, targets):
+    """The allocator's tables with one more row per robust target: the last codebook's codewords,
+    prior and mu raised to the target, distortion (31) for the soft receiver on ``zs_stats``.
+    Returns ``(codebooks [V+E, K, D], mu [V+E, N, B], distortion [V+E, N], stats)``."""
+    from escmvq.core import pvq
+
+    E = len(targets)
+    last = np.repeat(codebooks[-1:], E, axis=0)
+    mu_r = np.stack([np.maximum(mu[-1], t) for t in targets]).astype(mu.dtype)
+    prior_r = np.repeat(stats["label_prior"][-1:], E, axis=0)
+    d_r = pvq.distortion_table((zs_stats[i:i + 500] for i in range(0, len(zs_stats), 500)), last, mu_r, prior_r,
+                               receiver="soft")
+    stats = {**stats, "label_prior": np.concatenate([stats["label_prior"], prior_r])}
+    return (np.concatenate([codebooks, last]), np.concatenate([mu, mu_r]), np.concatenate([distortion, d_r]), stats)
 
 
 def _int8_cost(folder: Path, enc_sess, dec_sess, images, codebooks, h, w, cond: bool = False) -> dict:

@@ -105,14 +105,21 @@ def parameter_bytes(manifest: dict) -> int:
     return sum(int(meta["bytes"]) for name, meta in manifest["files"].items() if name in PARAMETER_FILES)
 
 
-def decoder_feed(zq: np.ndarray, codebooks: np.ndarray | int, V: int, cond: bool) -> dict[str, np.ndarray]:
+def decoder_feed(zq: np.ndarray, codebooks: np.ndarray | int, V: int, cond: bool,
+                 decoder_codebook: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The decoder graph's inputs: ``zq : [b, D, h, w]`` float32 and, for a reliability-aware
     decoder (``cond``), ``cond : [b, V+1, h, w]`` float32 built from ``codebooks : [b, N]``
-    int (``V`` = not sent) or one codebook index for every sub-vector."""
+    int (``V`` = not sent) or one codebook index for every sub-vector.
+    ``decoder_codebook : [V_a + 1]`` int or None: for a bundle whose allocator has more rows
+    ``V_a`` than the decoder has codebooks (robust rows, :attr:`Bundle.decoder_codebooks`), the
+    decoder's codebook of each row and of "not sent"; then ``codebooks`` index rows, and ``V``
+    is ignored (the map has ``decoder_codebook[-1] + 1`` channels)."""
     feed = {"z": np.ascontiguousarray(zq, np.float32)}
     if cond:
         b, _, h, w = zq.shape
         cbs = np.broadcast_to(np.asarray(codebooks), (b, h * w))
+        if decoder_codebook is not None:
+            cbs, V = decoder_codebook[cbs], int(decoder_codebook[-1])
         feed["cond"] = codebook_map(cbs, V, h, w)
     return feed
 
@@ -164,6 +171,14 @@ class Bundle:
     def decoder_cond(self) -> str | None:
         """"codebook" for a reliability-aware decoder (second input ``cond``), else None."""
         return self.model.get("decoder_cond")
+
+    @property
+    def decoder_codebooks(self) -> np.ndarray | None:
+        """``[V+1]`` int64, the decoder's codebook for each allocator row and for "not sent"
+        (the last entry), when the bundle has robust rows (``escmvq export --robust-targets``:
+        rows past the trained codebooks that send the last one at a higher BER target); else None."""
+        dc = self.model.get("decoder_codebook")
+        return None if dc is None else np.asarray(list(dc) + [max(dc) + 1], np.int64)
 
     @property
     def recommended_decoding(self) -> str | None:
@@ -234,6 +249,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
     cb, mu, dist = tables.get("codebooks"), tables.get("mu"), tables.get("distortion")
     if cb is None or cb.shape != (V, K, D) or mu is None or mu.shape != (V, N, B) or dist is None or dist.shape != (V, N):
         raise BundleError(f"{path}: tables.npz shapes disagree with the manifest (V={V}, K={K}, D={D}, N={N}, B={B})")
+    _check_decoder_codebook(path, m.get("decoder_codebook"), cb)
     stats = _optional_stats(path, tables, V, K, D, N)
     rec = manifest.get("receiver")
     if rec is not None and (not isinstance(rec, dict) or rec.get("decoding") not in RECOMMENDED_DECODINGS):
@@ -243,6 +259,21 @@ def load_bundle(path: str | os.PathLike | None = None, verify: bool = True) -> B
         codebooks=cb.astype(np.float32), mu=mu.astype(np.float32), distortion=dist.astype(np.float64),
         allocator_state=alloc_state, **stats,
     )
+
+
+def _check_decoder_codebook(path: Path, dc, cb: np.ndarray) -> None:
+    """Robust rows (manifest ``model.decoder_codebook``): one entry per allocator row, 0, 1, ..
+    for the trained codebooks and then the last one repeated, each row's codewords its codebook's."""
+    if dc is None:
+        return
+    V = cb.shape[0]
+    ok = isinstance(dc, list) and len(dc) == V and all(isinstance(v, int) and not isinstance(v, bool) for v in dc)
+    if ok:
+        Vd = max(dc) + 1
+        ok = dc == list(range(Vd)) + [Vd - 1] * (V - Vd) and all(np.array_equal(cb[v], cb[d]) for v, d in enumerate(dc))
+    if not ok:
+        raise BundleError(f"{path}: manifest model.decoder_codebook must list 0..V'-1 then V'-1 again for the robust rows, "
+                          f"each row holding its codebook's codewords; got {dc!r}")
 
 
 def _optional_stats(path: Path, tables: dict, V: int, K: int, D: int, N: int) -> dict:

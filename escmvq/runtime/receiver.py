@@ -115,6 +115,7 @@ class Receiver:
         self._N = int(self.bundle.model["N"])
         self._V = int(self.bundle.model["V"])
         self._cond = self.bundle.decoder_cond is not None  # the decoder also takes the codebook map
+        self._dc = self.bundle.decoder_codebooks  # robust rows: the decoder codebook of each allocator row
         has_prior = self.bundle.label_prior is not None
         prior_table = self.bundle.label_prior if self.prior else None
         if decoding == "soft":  # the posterior tables are built only for the receiver that uses them
@@ -144,7 +145,7 @@ class Receiver:
     def decode(self, z: np.ndarray, codebooks: np.ndarray | int = 0) -> np.ndarray:
         """Decoder graph: ``z [b, D, h, w]`` whose sub-vectors came on ``codebooks`` (``[b, N]``,
         ``V`` = not sent; fed only to a reliability-aware decoder) -> ``[b, 3, H, W]``."""
-        return self.session.run(None, decoder_feed(z, codebooks, self._V, self._cond))[0]
+        return self.session.run(None, decoder_feed(z, codebooks, self._V, self._cond, self._dc))[0]
 
     def check_frame(self, frame: Frame) -> None:
         """Refuse a frame from another bundle (or with shapes this bundle cannot decode)."""

@@ -451,25 +451,38 @@ def train(cfg: TrainConfig) -> dict:
 def init_weights_from(model: ESCMVQ, path) -> dict:
     """Load a checkpoint's weights into ``model`` (same architecture; its preset may differ
     in training options and floors): encoder, decoder, codebooks, and mu clipped up to
-    ``1.01 * model.preset.mu_min``. Returns the checkpoint's normalisation."""
+    ``1.01 * model.preset.mu_min``. Returns the checkpoint's normalisation.
+
+    ``model`` may have more codebooks than the checkpoint (``--codebooks``): the added ones
+    start as copies of its last (codewords and mu; in a reliability-aware decoder's map the
+    last codebook's channel, with "not sent" moved to the new last channel), so the fine-tune
+    starts from the same function on the checkpoint's codebooks."""
     from escmvq.training.checkpoint import DEFAULT_NORMALISATION
 
     src, ck = load_checkpoint(path)
     ps, pm = src.preset, model.preset
-    for f in ("hidden", "res_hidden", "res_blocks", "D", "B", "V", "quantizer", "sq_channels"):
+    for f in ("hidden", "res_hidden", "res_blocks", "D", "B", "quantizer", "sq_channels"):
         if getattr(ps, f) != getattr(pm, f):
             raise ValueError(f"--init-from: checkpoint {f}={getattr(ps, f)!r} != preset {getattr(pm, f)!r}")
+    if ps.V > pm.V:
+        raise ValueError(f"--init-from: checkpoint has V={ps.V} codebooks, more than the preset's {pm.V}")
+    src_of = list(range(ps.V)) + [ps.V - 1] * (pm.V - ps.V)  # the checkpoint codebook each one starts from
     if ps.N != pm.N:
         raise ValueError(f"--init-from: checkpoint N={ps.N} != {pm.N} (image size)")
     with torch.no_grad():
         model.encoder.load_state_dict(src.encoder.state_dict())
-        missing, unexpected = model.decoder.load_state_dict(src.decoder.state_dict(), strict=False)
+        dec_state = src.decoder.state_dict()
+        if pm.V > ps.V and ps.cond_channels:  # the map's channels: codebooks as src_of, then "not sent"
+            chan = torch.tensor(src_of + [ps.V])
+            dec_state = {k: (t[:, chan] if k.startswith(("cond_in.", "cond_res.")) and k.endswith("weight") else t)
+                         for k, t in dec_state.items()}
+        missing, unexpected = model.decoder.load_state_dict(dec_state, strict=False)
         # a reliability-aware decoder may start from an unconditioned one: its conditioning
         # weights keep their zero initialisation (the fine-tune starts from the same function)
         if unexpected or any(not k.startswith(("cond_in.", "cond_res.")) for k in missing):
             raise ValueError(f"--init-from: decoder weights do not match (missing {missing}, unexpected {unexpected})")
-        model.codebooks.data.copy_(src.codebooks.data)
-        mu = src.mu()
+        model.codebooks.data.copy_(src.codebooks.data[src_of])
+        mu = src.mu()[src_of]
         for v in range(pm.V):
             m = float(model.mu_min[v])
             model.mu_raw.data[v] = Q.raw_from_mu(mu[v].clamp_min(1.01 * m), m)

@@ -150,13 +150,18 @@ def group_powers_ext(tab, v: np.ndarray, orders: np.ndarray, bit_order: np.ndarr
 # ---------------------------------------------------------------------------------
 # The floor: where erasing beats scaling, on the paper's distortion objective
 # ---------------------------------------------------------------------------------
-def plan_distortion(plan, zs: np.ndarray, codebooks: np.ndarray, latent_mean: np.ndarray) -> float:
+def plan_distortion(plan, zs: np.ndarray, codebooks: np.ndarray, latent_mean: np.ndarray,
+                    label_prior: np.ndarray | None = None) -> float:
     """Mean over images of ``sum_i E||z_i - z_hat_i||^2`` that ``plan`` actually delivers.
 
     plan : a :class:`~escmvq.core.alloc.plan.Plan` (codebook V = not sent); zs : [n, N, D]
     float32 training latents; codebooks : [V, K, D]; latent_mean : [N, D] (the substitute).
     Each bit flips with the exact Gray-QAM BER of its position at ``q = p_t*gamma`` (no
     averaging as in (46)), and (30) gives the expected distortion under those flips.
+    label_prior : [V, N, K] or None. None: the receiver decodes the received label's codeword
+    (hard, the paper's (30)); given: the soft receiver's posterior mean of the received label
+    under these flips and this prior (:func:`escmvq.core.pvq.posterior_means`; hard-decided
+    bits, so a lower bound on what the runtime's LLRs deliver).
     """
     V, K, D = codebooks.shape
     N = zs.shape[1]
@@ -176,12 +181,13 @@ def plan_distortion(plan, zs: np.ndarray, codebooks: np.ndarray, latent_mean: np
         if v >= V:
             total += ((zs[:, sel] - latent_mean[sel]) ** 2).sum((1, 2))
         else:
-            total += pvq.expected_distortion(zs[:, sel], codebooks[v], flip[sel]).sum(1)
+            recon = None if label_prior is None else pvq.posterior_means(codebooks[v], flip[sel], label_prior[v][sel])
+            total += pvq.expected_distortion(zs[:, sel], codebooks[v], flip[sel], recon).sum(1)
     return float(total.mean())
 
 
 def choose_erasure_floor(allocator, zs: np.ndarray, codebooks: np.ndarray, latent_mean: np.ndarray,
-                         n_grid: int = 24) -> tuple[float, list[dict]]:
+                         n_grid: int = 24, label_prior: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The budget ``b = P_tot*gamma`` from which the scaled all-sent state is kept.
 
     allocator : an :class:`~escmvq.core.alloc.allocator.Allocator` with erasures; the other
@@ -189,7 +195,8 @@ def choose_erasure_floor(allocator, zs: np.ndarray, codebooks: np.ndarray, laten
     prefix state's cost and the old cheapest state's, both plans (erasure state; scaled
     all-sent state) are scored by :func:`plan_distortion`; the floor is the lowest grid
     budget from which the scaled plan is no worse at every grid point above (the old
-    cheapest state's cost if it never is). Returns ``(floor, rows)``; rows hold
+    cheapest state's cost if it never is). ``label_prior`` given: both plans scored for the
+    soft receiver (see :func:`plan_distortion`). Returns ``(floor, rows)``; rows hold
     ``b``, ``erasure`` and ``scaled`` distortions for the docs.
     """
     c_first, c0 = allocator.prefix_cost_range()
@@ -199,8 +206,8 @@ def choose_erasure_floor(allocator, zs: np.ndarray, codebooks: np.ndarray, laten
     for b in grid.tolist():
         pe = allocator.plan(b, 1.0, erasure_floor=math.inf)
         ps = allocator.plan(b, 1.0, erasure_floor=0.0)
-        rows.append({"b": b, "erasure": plan_distortion(pe, zs, codebooks, latent_mean),
-                     "scaled": plan_distortion(ps, zs, codebooks, latent_mean),
+        rows.append({"b": b, "erasure": plan_distortion(pe, zs, codebooks, latent_mean, label_prior),
+                     "scaled": plan_distortion(ps, zs, codebooks, latent_mean, label_prior),
                      "sent": int((pe.codebooks < codebooks.shape[0]).sum())})
     floor = c0
     for r in reversed(rows):

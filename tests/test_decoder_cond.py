@@ -352,7 +352,22 @@ def test_robust_rows_send_the_last_codebook_at_higher_targets(cond_bundle, tmp_p
     with torch.no_grad():
         ref = (m.decode(torch.from_numpy(zq), torch.from_numpy(same)) * 0.5 + 0.5).numpy()
     assert np.allclose(rx.decode(zq, rows), ref, atol=1e-4)
-    assert b.allocator.plan(b.allocator.prefix_cost_range()[0], 1.0).codebooks.max() == 7  # the erasure prefix sends on row 7-1
+    deep = b.allocator.plan(b.allocator.prefix_cost_range()[0], 1.0).codebooks  # the first erasure state
+    assert set(deep.tolist()) == {6, 7}  # sends on the most robust row (6), erases the rest (7)
+    # a manifest whose rows do not repeat the last codebook is refused in one line
+    import json
+    import shutil
+
+    from escmvq.runtime.bundle import BundleError
+
+    bad = tmp_path / "badmap.escmvq"
+    shutil.copytree(r.path, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["model"]["decoder_codebook"] = [0, 1, 2, 3, 4, 5, 4]
+    (bad / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="decoder_codebook must list 0..V'-1 then V'-1 again") as e:
+        load_bundle(bad)
+    assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="robust targets: expected ascending distinct values in"):
         export_checkpoint(d / ck, tmp_path / "bad.escmvq", d / "calib.npy", stats_source=d / "calib.npy",
                           robust_targets=(0.4, 0.3), log=lambda s: None)

@@ -521,3 +521,15 @@ def test_a_pilots_transmitter_plans_with_the_headers_gamma_of_h2_over_sigma2(end
     tx = Transmitter(other, threads=1)
     assert tx.bundle is other
     np.testing.assert_array_equal(tx.encode(tiles.astype(np.float64)), tx.encode(tiles))
+
+
+def test_search_matrices_are_float32_whatever_the_codebooks_dtype():
+    """The search matrix ``[-2 C^T; ||c||^2]`` is float32 (the BLAS product the transmitter runs per
+    frame), also from float64 codebooks; its rows are what the docstring says."""
+    from escmvq.runtime.quantize import search_matrices
+
+    cb = np.random.default_rng(3).normal(size=(2, 8, 4))  # float64
+    s = search_matrices(cb)
+    assert s.dtype == np.float32 and s.shape == (2, 5, 8) and s.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(s[:, :4], -2 * cb.transpose(0, 2, 1), rtol=1e-6)
+    np.testing.assert_allclose(s[:, 4], (cb ** 2).sum(-1), rtol=1e-6)

@@ -330,8 +330,11 @@ def test_robust_rows_send_the_last_codebook_at_higher_targets(cond_bundle, tmp_p
     """escmvq export --robust-targets: the allocator gets one more row per target (the last
     codebook's codewords and prior, mu raised to the target), the decoder is fed the last
     codebook's channel for those rows, and a deep fade uses them."""
+    import json
+    import shutil
+
     from escmvq.export.pipeline import export_checkpoint
-    from escmvq.runtime.bundle import load_bundle
+    from escmvq.runtime.bundle import BundleError, load_bundle
     from escmvq.runtime.receiver import Receiver
 
     m, res = cond_bundle
@@ -355,11 +358,6 @@ def test_robust_rows_send_the_last_codebook_at_higher_targets(cond_bundle, tmp_p
     deep = b.allocator.plan(b.allocator.prefix_cost_range()[0], 1.0).codebooks  # the first erasure state
     assert set(deep.tolist()) == {6, 7}  # sends on the most robust row (6), erases the rest (7)
     # a manifest whose rows do not repeat the last codebook is refused in one line
-    import json
-    import shutil
-
-    from escmvq.runtime.bundle import BundleError
-
     bad = tmp_path / "badmap.escmvq"
     shutil.copytree(r.path, bad)
     man = json.loads((bad / "manifest.json").read_text())

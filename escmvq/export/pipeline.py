@@ -167,7 +167,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
         elif erasures and variant == "exact":
             log("no --stats images: the bundle gets no label prior and no erasure states")
         if distortion_for == "soft":
-            distortion = pvq.distortion_table((zs_stats[i:i + 500] for i in range(0, len(zs_stats), 500)),
+            distortion = pvq.distortion_table(_chunks(zs_stats),
                                               codebooks, mu, stats["label_prior"], receiver="soft")
             dist_source = (f"soft receiver: posterior-mean reconstruction under the label prior, "
                            f"{len(zs_stats)} tiles of {stats_info['source']}")
@@ -273,6 +273,11 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, calib_source: str 
     return ExportResult(path=out, hash=digest.hex(), rows=rows, int8=int8_info, trt=trt_info, manifest=manifest)
 
 
+def _chunks(zs: np.ndarray, n: int = 500):
+    """``zs`` in batches of ``n`` rows (what :func:`escmvq.core.pvq.distortion_table` takes)."""
+    return (zs[i:i + n] for i in range(0, len(zs), n))
+
+
 def _robust_rows(codebooks, mu, distortion, stats, zs_stats, targets):
     """The allocator's tables with one more row per robust target: the last codebook's codewords,
     prior and mu raised to the target, distortion (31) for the soft receiver on ``zs_stats``.
@@ -283,8 +288,7 @@ def _robust_rows(codebooks, mu, distortion, stats, zs_stats, targets):
     last = np.repeat(codebooks[-1:], E, axis=0)
     mu_r = np.stack([np.maximum(mu[-1], t) for t in targets]).astype(mu.dtype)
     prior_r = np.repeat(stats["label_prior"][-1:], E, axis=0)
-    d_r = pvq.distortion_table((zs_stats[i:i + 500] for i in range(0, len(zs_stats), 500)), last, mu_r, prior_r,
-                               receiver="soft")
+    d_r = pvq.distortion_table(_chunks(zs_stats), last, mu_r, prior_r, receiver="soft")
     stats = {**stats, "label_prior": np.concatenate([stats["label_prior"], prior_r])}
     return (np.concatenate([codebooks, last]), np.concatenate([mu, mu_r]), np.concatenate([distortion, d_r]), stats)
 

@@ -417,38 +417,6 @@ def test_link_memory_is_bounded_per_pixel(bundle_dir):
     assert per_pixel < 8, f"{per_pixel:.1f} bytes per pixel"
 
 
-def test_batched_helpers_match_the_whole_image_ones(tmp_path):
-    from escmvq.runtime.images import (psnr, save_side_by_side_png, side_by_side, tile, tile_range, untile,
-                                       untile_into, write_png_strips)
-
-    rng = np.random.default_rng(0)
-    for H, W in [(1, 1), (5, 40), (31, 33), (70, 20), (97, 301)]:
-        img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-        img[: H // 2] = (np.arange(W)[None, :, None] * 7 % 256).astype(np.uint8)  # smooth rows: other PNG filters
-        tiles, grid = tile(img, (32, 32))
-        n = len(tiles)
-        for a, b in [(0, n), (0, 1), (n - 1, n), (min(1, n - 1), min(5, n)), (min(3, n - 1), n)]:
-            assert np.array_equal(tile_range(img, (32, 32), a, b), tiles[a:b]), (H, W, a, b)
-        noisy = tiles + rng.normal(0, 0.2, tiles.shape).astype(np.float32)  # outside [0, 1] too
-        out = np.zeros_like(img)
-        for a in range(0, n, 3):
-            untile_into(out, noisy[a:a + 3], a, grid)
-        assert np.array_equal(out, untile(noisy, grid, (H, W)))
-        ref = 10 * np.log10(255**2 / float(np.mean((img.astype(np.float64) - out.astype(np.float64)) ** 2)))
-        assert psnr(img, out) == ref
-        write_png_strips(tmp_path / "s.png", W, H, (img[y:y + 7] for y in range(0, H, 7)))
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png").convert("RGB")), img)
-    import escmvq.runtime.images as images
-
-    left, right = img, out
-    images.LARGE_PIXELS, large = 1, images.LARGE_PIXELS  # take the strip-by-strip path
-    try:
-        save_side_by_side_png(left, right, tmp_path / "sbs.png")
-    finally:
-        images.LARGE_PIXELS = large
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "sbs.png").convert("RGB")), side_by_side(left, right))
-
-
 def test_receiver_refuses_a_frame_larger_than_the_pixel_cap(bundle_dir):
     """A frame may announce up to 65536 x 65536 pixels; the receiver refuses more than any
     input may have (64 MP) before allocating the output."""

@@ -241,5 +241,7 @@ def write_png_strips(path: str | os.PathLike, width: int, height: int, strips: I
     with open(path, "wb") as f:
         try:
             png.Writer(width, height, greyscale=False, bitdepth=8, compression=level).write_packed(f, rows())
-        except png.ProtocolError as e:  # too few rows
+        except png.ProtocolError as e:
             raise ValueError(f"PNG strips hold {count[0]} rows, expected {height} ({e})") from None
+    if count[0] != height:  # pypng writes a short image data stream without complaint
+        raise ValueError(f"PNG strips hold {count[0]} rows, expected {height}")

@@ -26,8 +26,7 @@ def limit_blas_threads(n: int = 1) -> bool:
         pass
     try:
         with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and line.rstrip().endswith(".so") or
-                    ("openblas" in line.lower() and ".so" in line.split()[-1])}
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line.split()[-1]}
     except OSError:
         return False
     done = False

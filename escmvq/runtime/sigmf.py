@@ -210,8 +210,9 @@ def meta_to_frame(g: dict, samples: np.ndarray) -> Frame:
     channel = _get(g, "escmvq:channel", str, "a channel name")
     if channel not in CHANNELS:
         raise SigMFError(f"escmvq:channel {channel!r} unknown (expected one of {', '.join(CHANNELS)})")
+    bhash = _get(g, "escmvq:bundle_sha256", str, "a hex string")
     try:
-        bhash = bytes.fromhex(_get(g, "escmvq:bundle_sha256", str, "a hex string"))
+        bhash = bytes.fromhex(bhash)
     except ValueError:
         raise SigMFError("escmvq:bundle_sha256 is not a hex string") from None
     nums = {k: float(_get(g, f"escmvq:{k}", (int, float), "a number")) for k in ("snr_db", "p_tot", "noise_var")}
@@ -309,7 +310,9 @@ def read_sigmf(name: str | os.PathLike) -> Frame:
     if not meta_path.is_file():
         raise SigMFError(f"{meta_path}: no such file")
     try:
-        g = json.loads(meta_path.read_text(errors="replace")).get("global")
+        g = json.loads(meta_path.read_bytes().decode("utf-8")).get("global")
+    except UnicodeDecodeError:  # SigMF metadata is UTF-8 JSON; the sigmf package would raise on it
+        raise SigMFError(f"{meta_path}: not a SigMF metadata file (not UTF-8 text)") from None
     except (ValueError, AttributeError):
         raise SigMFError(f"{meta_path}: not a SigMF metadata file (not a JSON object)") from None
     if not isinstance(g, dict):

@@ -229,6 +229,10 @@ def test_read_refusals_word_for_word(tmp_path):
     assert str(e.value) == f"{data}: 256 bytes, the metadata announces 6 tiles x 5 complex64 samples = 240 bytes"
     data.write_bytes(good)
     text = meta.read_bytes()
+    meta.write_bytes(b'{"captures": []}')
+    with pytest.raises(SigMFError) as e:
+        read_sigmf(meta)
+    assert str(e.value) == f"{meta}: not a SigMF metadata file (no global object)"
     meta.write_bytes(b"[1, 2]")
     with pytest.raises(SigMFError) as e:
         read_sigmf(meta)

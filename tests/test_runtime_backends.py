@@ -257,17 +257,22 @@ def test_limit_blas_threads_without_proc_maps(monkeypatch):
     assert threads.limit_blas_threads(1) is False
 
 
-def test_limit_blas_threads_without_openblas(monkeypatch, tmp_path):
-    """Only lines naming an OpenBLAS shared object are tried; a library that cannot be
-    loaded or has no setter is skipped."""
+def _fake_maps(monkeypatch, tmp_path, text: str) -> None:
+    """threads.py reads ``text`` as /proc/self/maps, without threadpoolctl."""
     maps = tmp_path / "maps"
-    maps.write_text("7f0-7f1 r-xp 0 08:01 1 /usr/lib/libm.so.6\n"
-                    f"7f1-7f2 r-xp 0 08:01 2 {tmp_path}/libopenblas_missing.so\n"
-                    "7f2-7f3 r-xp 0 08:01 3 /usr/lib/libc.so.6\n")
+    maps.write_text(text)
     real_open = open
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)
     monkeypatch.setattr(threads, "open", lambda p, *a, **k: real_open(maps if p == "/proc/self/maps" else p, *a, **k),
                         raising=False)
+
+
+def test_limit_blas_threads_without_openblas(monkeypatch, tmp_path):
+    """Only lines naming an OpenBLAS shared object are tried; a library that cannot be
+    loaded or has no setter is skipped."""
+    _fake_maps(monkeypatch, tmp_path, "7f0-7f1 r-xp 0 08:01 1 /usr/lib/libm.so.6\n"
+                                      f"7f1-7f2 r-xp 0 08:01 2 {tmp_path}/libopenblas_missing.so\n"
+                                      "7f2-7f3 r-xp 0 08:01 3 /usr/lib/libc.so.6\n")
     loaded = []
     real_cdll = ctypes.CDLL
     monkeypatch.setattr(threads.ctypes, "CDLL", lambda p: loaded.append(p) or real_cdll(p))
@@ -280,13 +285,8 @@ def test_limit_blas_threads_without_openblas(monkeypatch, tmp_path):
 def test_limit_blas_threads_finds_each_openblas_setter(monkeypatch, tmp_path, sym):
     """numpy wheels (scipy-openblas, 64- or 32-bit ints) and a system OpenBLAS name the setter
     differently; each is called. A library that cannot be loaded does not stop the search."""
-    maps = tmp_path / "maps"
-    maps.write_text("7f0-7f1 r-xp 0 08:01 1 /gone/libopenblas.so.0\n"
-                    "7f1-7f2 r-xp 0 08:01 2 /lib/libopenblasp-r0.3.so\n")
-    real_open = open
-    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
-    monkeypatch.setattr(threads, "open", lambda p, *a, **k: real_open(maps if p == "/proc/self/maps" else p, *a, **k),
-                        raising=False)
+    _fake_maps(monkeypatch, tmp_path, "7f0-7f1 r-xp 0 08:01 1 /gone/libopenblas.so.0\n"
+                                      "7f1-7f2 r-xp 0 08:01 2 /lib/libopenblasp-r0.3.so\n")
     calls = []
 
     def cdll(path):

@@ -224,7 +224,7 @@ def test_png_writers_whole_or_in_strips(tmp_path, monkeypatch, large):
     if large:
         monkeypatch.setattr(images, "LARGE_PIXELS", 23 * 11 - 1)
         monkeypatch.setattr(images, "_STRIP_BYTES", 5 * 11 * 3)  # 5 rows of a, 2 of the side-by-side
-    save_png(a, tmp_path / "a.tmp")
+    save_png(a if large else a.astype(np.int64), tmp_path / "a.tmp")  # held: any integer dtype holding 0..255
     save_side_by_side_png(a, b, tmp_path / "ab.tmp", gap=3)
     with Image.open(tmp_path / "a.tmp") as im:
         assert im.format == "PNG" and np.array_equal(np.asarray(im.convert("RGB")), a)
@@ -237,22 +237,34 @@ def test_png_writers_whole_or_in_strips(tmp_path, monkeypatch, large):
 
 
 def test_side_by_side_png_large_only_when_the_pair_is(tmp_path, monkeypatch):
-    """The pair (2 W + gap wide) decides the path, not one image."""
+    """The pair (2 W + gap wide) decides the path, not one image; over the limit the pair is
+    built strip by strip, never whole."""
     a = np.zeros((4, 5, 3), np.uint8)
     seen = []
-    monkeypatch.setattr(images, "write_png_strips", lambda *a, **k: seen.append(a[1:3]))
+    monkeypatch.setattr(images, "write_png_strips",
+                        lambda path, w, h, strips, level=6: seen.append((w, h, [x.shape[0] for x in strips])))
+    monkeypatch.setattr(images, "_STRIP_BYTES", 1)  # one-row strips
     monkeypatch.setattr(images, "LARGE_PIXELS", 4 * 14)
     save_side_by_side_png(a, a, tmp_path / "x.png")  # 4 x 14 pixels: held
     assert seen == [] and (tmp_path / "x.png").exists()
     monkeypatch.setattr(images, "LARGE_PIXELS", 4 * 14 - 1)
+    pairs = []
+    real_sbs = images.side_by_side
+    monkeypatch.setattr(images, "side_by_side", lambda l, r, gap=4: pairs.append(l.shape) or real_sbs(l, r, gap))
     save_side_by_side_png(a, a, tmp_path / "y.png")
-    assert seen == [(14, 4)]
+    assert seen == [(14, 4, [1, 1, 1, 1])] and pairs == [(1, 5, 3)] * 4
     monkeypatch.setattr(images, "LARGE_PIXELS", 20)  # save_png: H W over the limit only
     save_png(a, tmp_path / "z.png")
-    assert seen == [(14, 4)]
+    assert len(seen) == 1
     monkeypatch.setattr(images, "LARGE_PIXELS", 19)
     save_png(a, tmp_path / "w.png")
-    assert seen == [(14, 4), (5, 4)]
+    assert seen[1] == (5, 4, [1, 1, 1, 1])
+    monkeypatch.setattr(images, "LARGE_PIXELS", 4)
+    save_png(a[:1], tmp_path / "one.png")  # a single row (the strip size reads row 0)
+    assert seen[2] == (5, 1, [1])
+    monkeypatch.setattr(images, "_STRIP_BYTES", 2 * 15)  # two rows of 5 x 3 bytes per strip
+    save_png(a, tmp_path / "v.png")
+    assert seen[3] == (5, 4, [2, 2])
 
 
 def test_write_png_strips_checks_its_input(tmp_path):
@@ -274,8 +286,9 @@ def test_write_png_strips_checks_its_input(tmp_path):
     with pytest.raises(ValueError) as e:  # pypng itself writes a broken PNG here
         write_png_strips(p, 4, 2, [row])
     assert str(e.value) == "PNG strips hold 1 rows, expected 2"
-    write_png_strips(p, 4, 2, [row.astype(np.int64) + 300 - 300, row])  # any integer dtype, cast
-    assert np.asarray(Image.open(p)).shape == (2, 4, 3)
+    vals = np.arange(12, dtype=np.int64).reshape(1, 4, 3) * 20
+    write_png_strips(p, 4, 2, [vals, row])  # any integer dtype, cast to bytes
+    assert np.array_equal(np.asarray(Image.open(p)), np.concatenate([vals, row]).astype(np.uint8))
 
 
 def test_write_png_strips_turns_pypng_errors_into_value_errors(tmp_path, monkeypatch):
@@ -301,6 +314,15 @@ def test_write_png_strips_compression_level(tmp_path):
     assert sizes["0"] > 64 * 64 * 3 > 4 * sizes["9"] and sizes["d"] < sizes["0"]
     for k in "09d":
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"{k}.png")), img)
+    # the default is zlib's level 6 (its bytes differ from 5 and 7 on this image)
+    rng = np.random.default_rng(0)
+    img = (rng.integers(0, 4, (128, 128, 3)) * 60 + np.arange(128)[None, :, None]).astype(np.uint8)
+    files = {}
+    for level in (5, 6, 7, None):
+        path = tmp_path / f"l{level}.png"
+        write_png_strips(path, 128, 128, [img], **({} if level is None else {"level": level}))
+        files[level] = path.read_bytes()
+    assert files[None] == files[6] and files[6] != files[5] and files[6] != files[7]
 
 
 def test_large_images_convert_in_row_strips(monkeypatch):
@@ -317,8 +339,13 @@ def test_large_images_convert_in_row_strips(monkeypatch):
     assert calls == [(1024, step)] * (1025 // step) + [(1024, 1025 % step)]
     assert got.dtype == np.uint8 and np.array_equal(got, whole)
     calls.clear()
+    monkeypatch.setattr(images, "_STRIP_BYTES", 4 * 1024 * 100)  # strips of 100 rows from here on
     square = la.crop((0, 0, 1024, 1024))  # exactly 2^20 pixels: one piece
     assert np.array_equal(images._to_rgb8_strips(square), whole[:1024]) and calls == [(1024, 1024)]
+    calls.clear()
+    small = la.crop((0, 0, 7, 300))
+    assert np.array_equal(images._to_rgb8_strips(small), whole[:300, :7]) and calls == [(7, 300)]
+    calls.clear()
     calls.clear()
     monkeypatch.setattr(images, "_STRIP_BYTES", 1)  # a strip is at least one row
     tall = la.crop((0, 0, 1024, 1025))
@@ -331,23 +358,40 @@ def test_more_modes(tmp_path):
     got = to_rgb8(Image.fromarray(la, "LA"))  # opaque columns keep their grey, transparent ones are white
     assert (got[:, :2] == rgb[:, :2, :1]).all() and (got[:, 2:] == 255).all()
     pa = Image.fromarray(rgb).convert("P").convert("PA")
-    assert to_rgb8(pa).shape == (6, 5, 3)
+    assert np.array_equal(to_rgb8(pa), np.asarray(pa.convert("RGB")))  # opaque: the palette's colours
+    # premultiplied alpha, and an alpha of 0 in PA / RGBa / La: white
+    for mode, colour in (("PA", (3, 0)), ("RGBa", (10, 20, 30, 0)), ("La", (10, 0))):
+        got = to_rgb8(Image.new(mode, (2, 1), colour))
+        assert got.dtype == np.uint8 and got.tolist() == [[[255] * 3] * 2], mode
     rgba = np.concatenate([rgb, np.full((6, 5, 1), 255, np.uint8)], -1)
     assert np.array_equal(to_rgb8(Image.fromarray(rgba, "RGBA").convert("RGBa")), rgb)
-    # 32-bit integer grey: scaled like 16-bit, clipped at 255
-    i32 = np.array([[0, 257, 128 * 257, 65535, 70000, -5]], np.int32)
+    half = to_rgb8(Image.new("La", (1, 1), (10, 128)))  # grey 20 at alpha 1/2 on white: 10 + 127
+    assert abs(int(half[0, 0, 0]) - 137) <= 1 and (half == half[..., :1]).all()
+    # 32-bit integer grey: scaled like 16-bit, clipped to [0, 255]
+    i32 = np.array([[0, 257, 128 * 257, 65535, 70000, -1000]], np.int32)
     got = to_rgb8(Image.fromarray(i32, "I"))
     assert got.shape == (1, 6, 3) and got[0, :, 0].tolist() == [0, 1, 128, 255, 255, 0]
     assert (got[..., 0] == got[..., 2]).all()
-    for mode in ("I;16", "I;16B"):
-        g = Image.fromarray(np.array([[514, 65535]], np.uint16)).convert("I").convert(mode) \
-            if mode != "I;16" else Image.fromarray(np.array([[514, 65535]], np.uint16))
-        assert to_rgb8(g)[0, :, 1].tolist() == [2, 255], mode
+    for mode, order in (("I;16", "<"), ("I;16L", "<"), ("I;16B", ">"), ("I;16N", "=")):
+        g = Image.frombytes(mode, (2, 1), np.array([514, 65535], f"{order}u2").tobytes())
+        assert g.mode == mode and to_rgb8(g)[0, :, 1].tolist() == [2, 255], mode
     cmyk = Image.fromarray(rgb).convert("CMYK")
     assert np.array_equal(to_rgb8(cmyk), np.asarray(cmyk.convert("RGB")))
     with pytest.raises(ImageError) as e:
         to_rgb8(Image.fromarray(np.zeros((2, 2), np.float32), "F"))
     assert str(e.value) == "floating-point images (Pillow mode F) are not supported; convert to 8-bit RGB first"
+
+
+def test_palette_transparency_becomes_white():
+    p = Image.new("P", (3, 1))
+    p.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    p.putpixel((1, 0), 1)
+    assert to_rgb8(p).tolist() == [[[255, 0, 0], [0, 255, 0], [255, 0, 0]]]  # no transparency: the palette
+    p.info["transparency"] = 1
+    assert to_rgb8(p).tolist() == [[[255, 0, 0], [255, 255, 255], [255, 0, 0]]]
+    rgb = Image.new("RGB", (1, 1), (1, 2, 3))
+    rgb.info["transparency"] = (1, 2, 3)  # only a palette's transparency is applied here
+    assert to_rgb8(rgb).tolist() == [[[1, 2, 3]]]
 
 
 def test_a_mode_pillow_cannot_convert(monkeypatch):
@@ -366,7 +410,8 @@ def test_a_mode_pillow_cannot_convert(monkeypatch):
 def test_exif_orientation_applied(tmp_path):
     a = np.zeros((2, 3, 3), np.uint8)
     a[0, 0] = [255, 0, 0]
-    for orientation, want in [(1, a), (6, np.rot90(a, -1)), (3, a[::-1, ::-1]), (9, a)]:
+    for orientation, want in [(1, a), (2, a[:, ::-1]), (6, np.rot90(a, -1)), (3, a[::-1, ::-1]), (8, np.rot90(a)),
+                              (9, a)]:
         ex = Image.Exif()
         ex[0x0112] = orientation
         p = _save(tmp_path, Image.fromarray(a), f"o{orientation}.png", exif=ex)
@@ -404,6 +449,15 @@ def test_load_errors_are_exact(tmp_path, monkeypatch):
     with pytest.raises(ImageError) as e:
         load_image(p)
     assert str(e.value).startswith(f"{p}: refused, Image size (30 pixels) exceeds limit")
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (5, 5), (5, 5, 4), (5, 5, 1)])
+def test_a_decoded_array_of_the_wrong_shape_is_refused(tmp_path, monkeypatch, shape):
+    p = _save(tmp_path, Image.new("RGB", (5, 5)), "x.png")
+    monkeypatch.setattr(images, "_to_rgb8_strips", lambda img: np.zeros(shape, np.uint8))
+    with pytest.raises(ImageError) as e:
+        load_image(p)
+    assert str(e.value) == f"{p}: unexpected decoded shape {shape}"
 
 
 def test_truncated_message_is_the_first_line(tmp_path, monkeypatch):

@@ -41,6 +41,18 @@ def _refused(g, samples, message):
     return e.value
 
 
+def _with(good: dict, **kv) -> dict:
+    """``good`` with fields replaced (``escmvq__tiles=3`` sets ``escmvq:tiles``) or removed (``=KeyError``)."""
+    g = dict(good)
+    for k, v in kv.items():
+        k = k.replace("__", ":")
+        if v is KeyError:
+            g.pop(k)
+        else:
+            g[k] = v
+    return g
+
+
 def _flat(f):
     return f.tile_samples().reshape(-1)
 
@@ -133,18 +145,9 @@ def test_field_refusals_word_for_word():
     s = _flat(f)
 
     def with_(**kv):
-        g = dict(good)
-        for k, v in kv.items():
-            k = k.replace("__", ":")
-            if v is KeyError:
-                g.pop(k)
-            else:
-                g[k] = v
-        return g
+        return _with(good, **kv)
 
-    g = dict(good)
-    g.pop("core:extensions")
-    _refused(g, s, "not an escmvq recording (no escmvq extension in the metadata)")
+    _refused(with_(core__extensions=KeyError), s, "not an escmvq recording (no escmvq extension in the metadata)")
     _refused(with_(escmvq__frame_version="1"), s, 'escmvq:frame_version = "1" is not an integer')
     _refused(with_(escmvq__channel=5), s, "escmvq:channel = 5 is not a channel name")
     _refused(with_(escmvq__channel="lte"), s, "escmvq:channel 'lte' unknown (expected one of awgn, rayleigh)")
@@ -184,14 +187,10 @@ def test_csi_field_refusals_word_for_word(pilots_frame):
     k, r, T = good["escmvq:header_symbols"], c.repetitions, f.n_symbols
 
     def with_(**kv):
-        g = dict(good)
-        g.update({key.replace("__", ":"): v for key, v in kv.items()})
-        return g
+        return _with(good, **kv)
 
     _refused(with_(escmvq__csi="dmrs"), s, "escmvq:csi 'dmrs' unknown (frame version 3 recordings use 'pilots')")
-    g = dict(good)
-    g.pop("escmvq:pilots")
-    _refused(g, s, "metadata lacks escmvq:pilots (an integer)")
+    _refused(with_(escmvq__pilots=KeyError), s, "metadata lacks escmvq:pilots (an integer)")
     _refused(with_(escmvq__header_repetitions="2"), s, 'escmvq:header_repetitions = "2" is not an integer')
     _refused(with_(escmvq__pilot_power=0), s, "escmvq:pilot_power = 0: write null for the default P_tot / T")
     _refused(with_(escmvq__pilot_power="1"), s, 'escmvq:pilot_power = "1" is not a number or null')

@@ -53,9 +53,10 @@ OPTIONS = {
     "freeze-encoder": {**_C5, "freeze": "encoder"},
     "freeze-codebook1": {**_C5, "freeze": "codebook1"},
     "freeze-encoder-eu": {**_C5, "freeze": "encoder", "erase_dist": "uniform"},
-    # the default's last pass: a sixth codebook (--codebooks 6), codebook 1's decoder path held
+    # the default's last pass: a sixth codebook (--codebooks 6; its stage weights as that option's),
+    # codebook 1's decoder path held
     "six-codebooks": {**_C5, "freeze": "codebook1", "erase_dist": "uniform", "V": 6,
-                      "mu_min": (0.0005, 0.001, 0.0045, 0.02, 0.05, 0.2), "lambdas": (0.125, 0.25, 0.5, 1.0, 2.0, 4.0),
+                      "mu_min": (0.0005, 0.001, 0.0045, 0.02, 0.05, 0.2),
                       "epochs_per_stage": (0, 0, 0, 0, 0, 1), "erase_prob": (0.0, 0.0, 0.0, 0.0, 0.3, 0.3)},
 }
 
@@ -70,6 +71,8 @@ def child(preset_name: str, iters: int, warmup: int, threads: int, stages: list[
     torch.set_num_threads(threads)
     p = get_preset(preset_name)
     kw = dict(OPTIONS[option])
+    if "V" in kw:
+        kw["lambdas"] = p.lambdas_for(kw["V"])
     if "erase_prob" in kw and p.V != 5:
         kw["erase_prob"] = (0.0,) * (p.V - 1) + (0.3,)
     p = p.replace(**kw)

@@ -14,13 +14,13 @@ from cli_helpers import assert_one_line_error, run
 pytest.importorskip("sigmf")
 
 
-def _frame(kind=0, n=6, T=5, seed=1):
+def _frame(kind=0, n=6, T=5, seed=1, image_size=(40, 90), n_bits=18):
     from escmvq.runtime.frame import Frame
 
     rng = np.random.default_rng(seed)
     c = lambda *s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)  # noqa: E731
     return Frame(kind=kind, channel="rayleigh", bundle_hash=bytes(range(32)), snr_db=7.5, p_tot=3.25, noise_var=0.5,
-                 image_size=(40, 90), tile_size=(32, 32), n_bits=18, h=c(n), samples=c(n, T))
+                 image_size=image_size, tile_size=(32, 32), n_bits=n_bits, h=c(n), samples=c(n, T))
 
 
 def _same(a, b):

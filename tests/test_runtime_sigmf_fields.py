@@ -12,15 +12,9 @@ import pytest
 pytest.importorskip("sigmf")
 
 from escmvq.runtime import frame as _frame  # noqa: E402
+from test_runtime_sigmf import _frame as _frame_of  # noqa: E402  (the same test frame)
 from escmvq.runtime.sigmf import (SigMFError, _one_line, frame_to_meta, meta_to_frame, read_sigmf,  # noqa: E402
                                   sigmf_paths, write_sigmf)
-
-
-def _frame_of(n=6, T=5, seed=1, kind=0, image_size=(40, 90), n_bits=18):
-    rng = np.random.default_rng(seed)
-    c = lambda *s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)  # noqa: E731
-    return _frame.Frame(kind=kind, channel="rayleigh", bundle_hash=bytes(range(32)), snr_db=7.5, p_tot=3.25,
-                        noise_var=0.5, image_size=image_size, tile_size=(32, 32), n_bits=n_bits, h=c(n), samples=c(n, T))
 
 
 @pytest.fixture(scope="module")

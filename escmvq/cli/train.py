@@ -176,8 +176,7 @@ def _preset(console, name: str, baseline: str | None, **opts) -> tuple:
             p = preset_from_spec(p, baseline)
         V = opts.pop("codebooks", None)
         if V is not None and V != p.V:
-            lam = p.lambdas[:V] + tuple(p.lambdas[-1] * 2.0 ** (k + 1) for k in range(V - p.V))
-            kw.update(V=V, lambdas=lam)
+            kw.update(V=V, lambdas=p.lambdas_for(V))
         for key, val in opts.items():
             if val is None:
                 continue

@@ -216,6 +216,11 @@ class Preset:
     def replace(self, **kw) -> "Preset":
         return dataclasses.replace(self, **kw).validate()
 
+    def lambdas_for(self, V: int) -> tuple[float, ...]:
+        """Stage weights for ``V`` codebooks: this preset's first ``V``, then its last doubled per
+        added codebook (``escmvq train --codebooks``)."""
+        return self.lambdas[:V] + tuple(self.lambdas[-1] * 2.0 ** (k + 1) for k in range(V - self.V))
+
 
 _PRESETS: dict[str, Preset] = {
     # The paper's setting (Sec. V): 256 hidden units, batch 64, 128 epochs, Adam 1e-3 / 1e-2.

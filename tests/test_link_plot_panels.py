@@ -22,7 +22,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 
 from escmvq.core import qam  # noqa: E402
 from escmvq.runtime import linkplot  # noqa: E402
-from test_link_plot_parts import _cap  # noqa: E402
+from test_link_plot_parts import _cap, drawn_codebook_map, drawn_tile_maps  # noqa: E402
 
 BLUE, ORANGE, GREEN, RED = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"  # QPSK, 16-, 64-, 256-QAM
 VIRIDIS_0, VIRIDIS_HALF, VIRIDIS_1 = (0.267004, 0.004874, 0.329415), (0.127568, 0.566949, 0.550556), \
@@ -296,9 +296,7 @@ def test_powers_of_a_tile_that_sent_nothing(ax):
 
 def test_codebook_map_colours_marks_and_ticks():
     cap = _cap()
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)  # [[0, 1], [2, 3]], V = 3: 3 is "not sent"
+    with drawn_codebook_map(cap) as (fig, ax):  # [[0, 1], [2, 3]], V = 3: 3 is "not sent"
         (im,) = ax.images
         cols = [to_rgba(c) for c in im.cmap.colors]
         assert cols[:3] == [pytest.approx(c + (1.0,), abs=1e-6) for c in (VIRIDIS_0, VIRIDIS_HALF, VIRIDIS_1)]
@@ -321,57 +319,41 @@ def test_codebook_map_colours_marks_and_ticks():
         assert list(ax.get_xticks()) == [0, 1] and list(ax.get_yticks()) == [0, 1]
         assert all(t.label1.get_fontsize() == 7 for t in ax.xaxis.get_major_ticks() + ax.yaxis.get_major_ticks())
         assert ax.title.get_fontsize() == 10
-    finally:
-        plt.close(fig)
 
 
 def test_codebook_map_out_of_range_codebooks_are_not_sent():
     cap = _cap()
     cap.codebooks = np.array([[-1, 5, 0, 2]] * 6)
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)
+    with drawn_codebook_map(cap) as (fig, ax):
         assert ax.images[0].get_array().tolist() == [[3, 3], [0, 2]]
         assert [t.get_text() for t in ax.texts] == ["-", "-", "1", "3"]
         assert ax.get_title() == "codebook per sub-vector (2x2 latent)\n0 wrong labels (red), 2 not sent"
-    finally:
-        plt.close(fig)
 
 
 def test_codebook_map_of_a_tall_latent():
     errs = np.array([[False, False, True, False]])
     cap = types.SimpleNamespace(codebooks=np.array([[0, 1, 2, 3]]), n_codebooks=4, latent_hw=(4, 1), label_errors=errs)
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)
+    with drawn_codebook_map(cap) as (fig, ax):
         assert ax.images[0].get_array().tolist() == [[0], [1], [2], [3]]
         assert [t.get_position() for t in ax.texts] == [(0, 0), (0, 1), (0, 2), (0, 3)]
         assert [(p.get_x(), p.get_y()) for p in ax.patches] == [(-0.45, 2 - 0.45)]
         assert list(ax.get_xticks()) == [0] and list(ax.get_yticks()) == [0, 1, 2, 3]
         assert ax.get_title() == "codebook per sub-vector (4x1 latent)\n1 wrong label (red)"
-    finally:
-        plt.close(fig)
 
 
 @pytest.mark.parametrize("N, fontsize", [(16, 8), (17, 5)])
 def test_codebook_map_digits_shrink_on_wide_latents(N, fontsize):
     cap = types.SimpleNamespace(codebooks=np.zeros((1, N), int), n_codebooks=2, latent_hw=(1, N),
                                 label_errors=np.zeros((1, N), bool))
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)
+    with drawn_codebook_map(cap) as (fig, ax):
         assert {t.get_fontsize() for t in ax.texts} == {fontsize} and len(ax.texts) == N
         assert [to_rgba(c) for c in ax.images[0].cmap.colors][:2] == [
             pytest.approx(VIRIDIS_0 + (1.0,), abs=1e-6), pytest.approx(VIRIDIS_1 + (1.0,), abs=1e-6)]
-    finally:
-        plt.close(fig)
 
 
 def test_tile_maps_styles():
     cap = _cap()
-    fig, (ag, am) = plt.subplots(1, 2)
-    try:
-        linkplot._tile_maps(fig, ag, am, cap)
+    with drawn_tile_maps(cap) as (fig, ag, am):
         (ig,), (im,) = ag.images, am.images
         assert ig.cmap.name == "magma" and im.cmap.name == "viridis"
         assert im.cmap.get_bad() == pytest.approx(to_rgba("#d9d9d9"))
@@ -387,8 +369,6 @@ def test_tile_maps_styles():
         assert list(cm.get_yticks()) == [1, 2, 3]
         assert cg.get_position().height / ag.get_position().height == pytest.approx(0.85)
         assert cm.get_position().height / am.get_position().height == pytest.approx(0.85)
-    finally:
-        plt.close(fig)
 
 
 def test_tile_maps_of_high_codebooks_and_an_unsent_tile_keep_the_scale_and_quiet():
@@ -414,9 +394,7 @@ def test_tile_maps_ticks_every_tile_up_to_12(grid):
 
     n = grid[0] * grid[1]
     cap = types.SimpleNamespace(gamma=np.ones(n), codebooks=np.zeros((n, 2), int), n_codebooks=1, grid=grid)
-    fig, (ag, am) = plt.subplots(1, 2)
-    try:
-        linkplot._tile_maps(fig, ag, am, cap)
+    with drawn_tile_maps(cap) as (fig, ag, am):
         assert am.images[0].norm.vmax == 2  # at least 1..2 with one codebook
         for a in (ag, am):
             for axis, k in ((a.xaxis, grid[1]), (a.yaxis, grid[0])):
@@ -425,8 +403,6 @@ def test_tile_maps_ticks_every_tile_up_to_12(grid):
                     assert list(axis.get_ticklocs()) == list(range(k))
                 else:
                     assert isinstance(loc, MaxNLocator) and loc._integer
-    finally:
-        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- dB, used, images

@@ -3,6 +3,7 @@ small hand-made capture; test_link_plot.py renders whole figures from real links
 from __future__ import annotations
 
 import types
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -28,6 +29,28 @@ def _cap(V=3):
         orders=np.array([[2, 0, 4], [0, 0, 0]]), powers=np.array([[1.0, 2.0, 0.0], [0.0, 3.0, 1.0]]))
 
 
+@contextmanager
+def drawn_codebook_map(cap, r: int = 0):
+    """``_codebook_map`` of tile ``r`` on a new figure: yields ``(fig, ax)``, closes the figure after."""
+    fig, ax = plt.subplots()
+    try:
+        linkplot._codebook_map(fig, ax, cap, r)
+        yield fig, ax
+    finally:
+        plt.close(fig)
+
+
+@contextmanager
+def drawn_tile_maps(cap):
+    """``_tile_maps`` on a new figure of two axes: yields ``(fig, ax_gamma, ax_mean)``, closes the figure after."""
+    fig, (ag, am) = plt.subplots(1, 2)
+    try:
+        linkplot._tile_maps(fig, ag, am, cap)
+        yield fig, ag, am
+    finally:
+        plt.close(fig)
+
+
 def test_used_and_db():
     cap = _cap()
     assert linkplot._used(cap).tolist() == [[True, False, False], [False, False, False]]
@@ -38,9 +61,7 @@ def test_used_and_db():
 
 def test_codebook_map_draws_each_sub_vector():
     cap = _cap()
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)
+    with drawn_codebook_map(cap) as (fig, ax):
         assert ax.images[0].get_array().tolist() == [[0, 1], [2, 3]]
         assert [t.get_text() for t in ax.texts] == ["1", "2", "3", "-"]
         marks = [p for p in ax.patches if p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
@@ -56,27 +77,19 @@ def test_codebook_map_draws_each_sub_vector():
         linkplot._codebook_map(fig, ax, cap, 4)
         assert ax.get_title() == "codebook per sub-vector (2x2 latent)\n1 wrong label (red)"
         assert [t.get_text() for t in ax.texts] == ["1", "3", "3", "3"]
-    finally:
-        plt.close(fig)
 
 
 def test_codebook_map_of_a_non_square_latent_is_one_row():
     cap = _cap()
     cap.latent_hw = (3, 3)  # does not hold N = 4: drawn as one row
-    fig, ax = plt.subplots()
-    try:
-        linkplot._codebook_map(fig, ax, cap, 0)
+    with drawn_codebook_map(cap) as (fig, ax):
         assert ax.images[0].get_array().tolist() == [[0, 1, 2, 3]]
         assert ax.get_title().startswith("codebook per sub-vector (1x4 latent)\n")
-    finally:
-        plt.close(fig)
 
 
 def test_tile_maps():
     cap = _cap()
-    fig, (ag, am) = plt.subplots(1, 2)
-    try:
-        linkplot._tile_maps(fig, ag, am, cap)
+    with drawn_tile_maps(cap) as (fig, ag, am):
         assert ag.images[0].get_array().tolist() == [[0.0, 10.0, 20.0], [-40.0, -40.0, pytest.approx(3.0103, abs=1e-4)]]
         m = am.images[0].get_array()
         assert m.mask.tolist() == [[False, False, False], [False, False, True]]
@@ -87,12 +100,8 @@ def test_tile_maps():
             assert ax.get_xlabel() == "tile column" and ax.get_ylabel() == "tile row"
             assert list(ax.get_xticks()) == [0, 1, 2] and list(ax.get_yticks()) == [0, 1]
         cap.codebooks = np.zeros((6, 4), int)
-        fig2, (bg, bm) = plt.subplots(1, 2)
-        linkplot._tile_maps(fig2, bg, bm, cap)
-        assert bm.get_title() == "mean codebook per tile\nover the sub-vectors sent"
-        plt.close(fig2)
-    finally:
-        plt.close(fig)
+        with drawn_tile_maps(cap) as (_, bg, bm):
+            assert bm.get_title() == "mean codebook per tile\nover the sub-vectors sent"
 
 
 def test_save_link_plot_refuses_an_existing_file_unless_forced(tmp_path, monkeypatch):

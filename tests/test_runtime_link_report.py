@@ -81,7 +81,7 @@ def test_run_link_is_the_two_ends_run_apart(shipped, img, max_batch):
     assert np.array_equal(c.y, through_channel(f2, rng, max_batch)[0].samples)
     eq = c.equalized()
     used = c.powers > 0
-    hp = np.broadcast_to(c.h[:, None], c.y.shape) * np.sqrt(c.powers)
+    hp = c.h[:, None] * np.sqrt(c.powers)  # [n, T]
     assert np.allclose(eq[used], c.y[used] / hp[used], rtol=1e-5)
     assert (eq[~used] == 0).all()
 

@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from escmvq.runtime import stream
+from escmvq.runtime.images import load_image
 from escmvq.runtime.stream import (MSG_ACK, MSG_END, MSG_HELLO, MSG_IMAGE, StreamError, _emit, _one_line,
                                    _output_path, _recv_exact, _safe_stem, claim_socket_path, recv_msg, send_msg)
 
@@ -225,7 +226,6 @@ def _stale(path: str) -> None:
 def _expected(kit, paths, snr_db, tx_seed, rx_seed, channel="rayleigh", per_image=False) -> list[np.ndarray]:
     """What the receiver decodes from ``paths``: the frames through their bytes, one generator per end."""
     from escmvq.runtime.frame import parse
-    from escmvq.runtime.images import load_image
     from escmvq.runtime.receiver import receive_frame
     from escmvq.runtime.transmitter import transmit_image
 
@@ -235,12 +235,6 @@ def _expected(kit, paths, snr_db, tx_seed, rx_seed, channel="rayleigh", per_imag
         frame = transmit_image(kit.tx, load_image(p), snr_db, txr, channel, per_image)[0]
         outs.append(receive_frame(kit.rx, parse(frame.to_bytes()), rxr)[0])
     return outs
-
-
-def _png(path) -> np.ndarray:
-    from escmvq.runtime.images import load_image
-
-    return load_image(path)
 
 
 def _tx_line(rec: dict) -> dict:
@@ -595,8 +589,9 @@ def test_a_stream_between_threads(kit, pics, sock, io, tmp_path, spies):
     recs = tres["value"]
     sent = [images[i] for i in (0, 1, 3, 4)]
     want = _expected(kit, sent, 6.0, 3, 4, "rayleigh", True)
-    assert np.array_equal(_png(outdir / "x.rx.png"), want[0]) and np.array_equal(_png(outdir / "x-1.rx.png"), want[1])
-    assert np.array_equal(_png(outdir / "z.rx.png"), want[3]) and (outdir / "y.rx.png").read_bytes() == b"older"
+    assert np.array_equal(load_image(outdir / "x.rx.png"), want[0])
+    assert np.array_equal(load_image(outdir / "x-1.rx.png"), want[1])
+    assert np.array_equal(load_image(outdir / "z.rx.png"), want[3]) and (outdir / "y.rx.png").read_bytes() == b"older"
     assert sorted(p.name for p in outdir.iterdir()) == ["x-1.rx.png", "x.rx.png", "y.rx.png", "z.rx.png"]
     # the seeds matter: other seeds decode something else
     assert any(not np.array_equal(a, b) for a, b in zip(want, _expected(kit, sent, 6.0, 3, 5, "rayleigh", True)))
@@ -662,7 +657,8 @@ def test_a_stream_with_the_defaults(kit, pics, sock, io, tmp_path, monkeypatch):
     recs = _done(tt, tres)["value"]
     assert _done(t, res) == {"value": 2}
     want = _expected(kit, [pics / "a/x.png", pics / "c/y.png"], 12.0, 0, 0)
-    assert np.array_equal(_png(tmp_path / "x.rx.png"), want[0]) and np.array_equal(_png(tmp_path / "y.rx.png"), want[1])
+    assert np.array_equal(load_image(tmp_path / "x.rx.png"), want[0])
+    assert np.array_equal(load_image(tmp_path / "y.rx.png"), want[1])
     assert [(r["ok"], r["rx"]["output"]) for r in recs] == [(True, "x.rx.png"), (True, "y.rx.png")]
     assert err.text == _listening(sock, kit.bundle) and not os.path.lexists(sock)
 
@@ -673,7 +669,8 @@ def test_exact_timings_and_estimated_csi(kit, pics, sock, io, tmp_path, spies, m
     from escmvq.runtime.csi import CsiConfig
 
     out, err = io()
-    clock = iter([10.0, 10.0012344, 10.5, 10.5107444, 11.2500444])  # tx start, tx sent, rx start, rx done, tx acknowledged
+    # tx start, tx sent, rx start, rx done, tx acknowledged
+    clock = iter([10.0, 10.0012344, 10.5, 10.5107444, 11.2500444])
     monkeypatch.setattr(stream, "time", types.SimpleNamespace(perf_counter=lambda: next(clock),
                                                               monotonic=time.monotonic, sleep=time.sleep))
     spies.tx_timings = {"quantize": 0.0012344, "modulate": 0.0107}
@@ -698,7 +695,7 @@ def test_exact_timings_and_estimated_csi(kit, pics, sock, io, tmp_path, spies, m
     assert spies.tx_calls[0][4] == np.random.default_rng(0).bit_generator.state
     assert spies.rx_calls[0][3] == np.random.default_rng(1).bit_generator.state
     assert spies.rx_calls[0][1].estimated and spies.rx_calls[0][1].n_tiles == 6
-    assert np.array_equal(_png(tmp_path / "x.rx.png").shape, (40, 70, 3))
+    assert np.array_equal(load_image(tmp_path / "x.rx.png").shape, (40, 70, 3))
 
 
 # ------------------------------------------------------------------------ the receiver against scripted clients
@@ -867,7 +864,7 @@ def test_receiver_names_outputs_and_keeps_older_files(kit, sock, io, tmp_path, o
             assert ack["ok"] is False and ack["error"] == f"{tmp_path / 'x.rx.png'} exists (pass --force to overwrite)"
         else:
             assert ack["ok"] is True and ack["output"] == str(tmp_path / f"{o}.rx.png")
-            assert _png(tmp_path / f"{o}.rx.png").shape == (40, 70, 3)
+            assert load_image(tmp_path / f"{o}.rx.png").shape == (40, 70, 3)
     for n in older:
         assert ((tmp_path / f"{n}.rx.png").read_bytes() == b"old") == (n not in outputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({f"{n}.rx.png" for n in older + outputs if n})
@@ -921,15 +918,10 @@ def _fake_rx(sock: str, script):
     return _bg(run)
 
 
-def _raw(conn, n: int) -> bytes:
-    return _recv_exact(conn, n)
-
-
 def test_transmitter_wire_format(kit, pics, sock, io):
     """The greeting awaited, each image as ``u16 name length | name | frame``, the end of stream last;
     a reply that is not an acknowledgement counts as a failure."""
     from escmvq.runtime.link import transmit_image
-    from escmvq.runtime.images import load_image
 
     out, err = io()
 
@@ -938,8 +930,8 @@ def test_transmitter_wire_format(kit, pics, sock, io):
         got = []
         ack = b'{"ok": 1, "output": "o", "x": [1]}'
         for reply in [b"EM\x03\x00" + struct.pack("<I", len(ack)) + ack, b"EM\x04\x00\x00\x00\x00\x00"]:
-            head = _raw(conn, 8)
-            got.append((head, _raw(conn, struct.unpack("<I", head[4:])[0])))
+            head = _recv_exact(conn, 8)
+            got.append((head, _recv_exact(conn, struct.unpack("<I", head[4:])[0])))
             conn.sendall(reply)
         got.append(conn.recv(100))
         got.append(conn.recv(100))
@@ -970,8 +962,7 @@ def test_transmitter_cuts_a_name_to_the_length_field(kit, sock, io, monkeypatch)
 
     def script(conn):
         send_msg(conn, MSG_HELLO, b"{}")
-        head = _raw(conn, 8)
-        payload = _raw(conn, struct.unpack("<I", head[4:])[0])
+        _, payload = recv_msg(conn)  # the image message
         send_msg(conn, MSG_ACK, b'{"ok": true}')
         assert recv_msg(conn)[0] == MSG_END
         return payload
@@ -1000,8 +991,7 @@ def test_transmitter_reports_a_receiver_that_went_away(kit, pics, sock, io, repl
     out, _ = io()
     def script(conn):
         send_msg(conn, MSG_HELLO, b"{}")
-        head = _raw(conn, 8)
-        _raw(conn, struct.unpack("<I", head[4:])[0])
+        recv_msg(conn)  # the image
         conn.sendall(reply)
 
     t, res = _fake_rx(sock, script)
